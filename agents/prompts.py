@@ -1,0 +1,124 @@
+"""Render prompts/*.j2 (factor 2: own your prompts). No prompt text lives in Python; only data goes in."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+
+from agents.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from agents.thread import Thread
+    from agents.tools import Agent, Tool
+
+__all__ = ["build_messages", "compact", "render", "render_thread", "tool_catalog"]
+
+PROMPTS_DIR_ENV = "AGENT_PROMPTS_DIR"
+
+
+def _builtin_dir() -> Path:
+    import prompts
+
+    return Path(prompts.__file__).parent
+
+
+@lru_cache(maxsize=4)
+def _environment(override: str | None) -> jinja2.Environment:
+    loaders: list[jinja2.BaseLoader] = []
+    if override:
+        if not Path(override).is_dir():
+            raise ConfigurationError(f"{PROMPTS_DIR_ENV}={override!r} is not a directory; point it at your prompts")
+        loaders.append(jinja2.FileSystemLoader(override))
+    loaders.append(jinja2.FileSystemLoader(_builtin_dir()))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+    )
+    env.filters["compact"] = compact
+    return env
+
+
+def render(template: str, **context: Any) -> str:
+    """Render one template; a missing variable is an error, never an empty string in a prompt."""
+    env = _environment(os.environ.get(PROMPTS_DIR_ENV) or None)
+    try:
+        return env.get_template(template).render(**context).strip()
+    except jinja2.TemplateNotFound as exc:
+        raise ConfigurationError(f"prompt template {template!r} not found in prompts/ or ${PROMPTS_DIR_ENV}") from exc
+
+
+def compact(value: Any, indent: int = 0) -> str:
+    """A token-lean, readable rendering of JSON data: `k=v` pairs, one line per nested item."""
+    pad = "  " * indent
+    if isinstance(value, dict):
+        if all(_is_scalar(v) for v in value.values()):
+            return pad + " ".join(f"{k}={_scalar(v)}" for k, v in value.items())
+        lines = []
+        for k, v in value.items():
+            if _is_scalar(v):
+                lines.append(f"{pad}{k}={_scalar(v)}")
+            else:
+                lines.append(f"{pad}{k}:\n{compact(v, indent + 1)}")
+        return "\n".join(lines)
+    if isinstance(value, list | tuple):
+        if all(_is_scalar(v) for v in value):
+            return pad + ", ".join(_scalar(v) for v in value)
+        return "\n".join(f"{pad}- {compact(v, indent + 1).lstrip()}" for v in value)
+    return pad + _scalar(value)
+
+
+def _is_scalar(value: Any) -> bool:
+    return not isinstance(value, dict | list | tuple) or not value
+
+
+def _scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list | tuple):
+        return "{}" if isinstance(value, dict) else "[]"
+    text = str(value)
+    return text if text and " " not in text and "\n" not in text else repr(text)
+
+
+def tool_catalog(tools: tuple[type[Tool], ...]) -> list[dict[str, Any]]:
+    """What the prompt needs to describe each offered tool: data taken from the tool classes themselves."""
+    catalog = []
+    for tool in tools:
+        schema = tool.model_json_schema()
+        fields = [
+            {"name": name, "type": prop.get("type", "object"), "description": prop.get("description", "")}
+            for name, prop in schema.get("properties", {}).items()
+            if name not in ("intent", "reason")
+        ]
+        catalog.append(
+            {
+                "intent": tool.intent_name(),
+                "policy": tool.policy,
+                "description": (tool.__doc__ or "").strip(),
+                "fields": fields,
+            }
+        )
+    return catalog
+
+
+def render_thread(thread: Thread) -> str:
+    return render("thread.j2", events=[e.model_dump(mode="json") for e in thread.events])
+
+
+def build_messages(agent: Agent, thread: Thread, tools: tuple[type[Tool], ...]) -> list[dict[str, str]]:
+    """System prompt (role, rules, tools) + the thread as one compact user message (factor 3)."""
+    system = render(agent.prompt, agent=agent.name, description=agent.description, tools=tool_catalog(tools))
+    return [
+        {"role": "system", "content": system},
+        {"role": "user", "content": render_thread(thread)},
+    ]

@@ -1,0 +1,46 @@
+"""Shared fixtures. The LLM is the only thing replaced, at litellm's boundary (agents.scripted)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from agents.scripted import ScriptedModel
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+_real_connect = socket.socket.connect
+
+
+def _loopback_only(self: socket.socket, address: object) -> object:
+    """Network off in tests: anything but loopback and unix sockets is refused."""
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0] if isinstance(address, tuple) else address
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback:
+            raise ConnectionRefusedError(f"tests may not reach {host!r}: only 127.0.0.1")
+    return _real_connect(self, address)
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket.socket, "connect", _loopback_only)
+
+
+@pytest.fixture(autouse=True)
+def _clean_agent_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AGENT_MODEL", "AGENT_OUTPUT_MODE", "AGENT_PROMPTS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def scripted(tmp_path: Path) -> ScriptedModel:
+    return ScriptedModel(tmp_path / "scripted-model")
