@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,9 +16,10 @@ if TYPE_CHECKING:
     from agents.thread import Thread
     from agents.tools import Agent, Tool
 
-__all__ = ["build_messages", "compact", "render", "render_thread", "tool_catalog"]
+__all__ = ["abbreviate_hex", "build_messages", "compact", "render", "render_thread", "tool_catalog"]
 
 PROMPTS_DIR_ENV = "AGENT_PROMPTS_DIR"
+SHORT_HEX = 12
 
 
 def _builtin_dir() -> Path:
@@ -65,14 +67,35 @@ def compact(value: Any, indent: int = 0) -> str:
         for k, v in value.items():
             if _is_scalar(v):
                 lines.append(f"{pad}{k}={_scalar(v)}")
+            elif _is_flat(v):
+                lines.append(f"{pad}{k}: {compact(v)}")
             else:
                 lines.append(f"{pad}{k}:\n{compact(v, indent + 1)}")
         return "\n".join(lines)
     if isinstance(value, list | tuple):
         if all(_is_scalar(v) for v in value):
             return pad + ", ".join(_scalar(v) for v in value)
+        if len(value) > 1 and _is_table(value):
+            columns = list(value[0])
+            rows = [" | ".join(_cell(row[c]) for c in columns) for row in value]
+            return "\n".join([f"{pad}[{' | '.join(columns)}]", *(pad + r for r in rows)])
         return "\n".join(f"{pad}- {compact(v, indent + 1).lstrip()}" for v in value)
     return pad + _scalar(value)
+
+
+def _is_table(rows: list[Any] | tuple[Any, ...]) -> bool:
+    """Rows of flat dicts with the same keys: print the keys once, as a header."""
+    return len(rows[0]) > 1 and all(isinstance(r, dict) and _is_flat(r) and list(r) == list(rows[0]) for r in rows)
+
+
+def _cell(value: Any) -> str:
+    text = _scalar(value)
+    return text[1:-1] if text.startswith("'") and "|" not in text else text
+
+
+def _is_flat(value: Any) -> bool:
+    items = value.values() if isinstance(value, dict) else value
+    return all(_is_scalar(v) for v in items)
 
 
 def _is_scalar(value: Any) -> bool:
@@ -112,7 +135,19 @@ def tool_catalog(tools: tuple[type[Tool], ...]) -> list[dict[str, Any]]:
 
 
 def render_thread(thread: Thread) -> str:
-    return render("thread.j2", events=[e.model_dump(mode="json") for e in thread.events])
+    """Calls are referred to by their number in the thread; long hex ids (SHAs) are shown as git shows them."""
+    events = [e.model_dump(mode="json") for e in thread.events]
+    ref = {e["id"]: n for n, e in enumerate((e for e in events if e["type"] == "proposal"), start=1)}
+    return abbreviate_hex(render("thread.j2", events=events, ref=ref))
+
+
+_LONG_HEX = re.compile(r"\b([0-9a-f]{%d})[0-9a-f]{%d,}\b" % (SHORT_HEX, 40 - SHORT_HEX))
+
+
+def abbreviate_hex(text: str) -> str:
+    """40-char SHAs cost ~20 tokens each and repeat all over a deploy thread; 12 chars are unambiguous in practice
+    and every tool that takes a SHA resolves a prefix (git rev-parse), so nothing is lost."""
+    return _LONG_HEX.sub(r"\1", text)
 
 
 def build_messages(agent: Agent, thread: Thread, tools: tuple[type[Tool], ...]) -> list[dict[str, str]]:

@@ -36,7 +36,7 @@ def test_valid_reply_becomes_a_proposal_with_usage(scripted: ScriptedModel, mode
         names = [t["function"]["name"] for t in sent["optional_params"]["tools"]]
         assert names == ["deploy_backend_to_prod", "deploy_frontend_to_prod", "request_more_information", "done_for_now"]
         assert sent["optional_params"]["tool_choice"] == "required"
-    assert sent["messages"][0]["role"] == "system" and f"deploy SHA {NEW}" in sent["messages"][1]["content"]
+    assert sent["messages"][0]["role"] == "system" and f"deploy SHA {NEW[:12]} " in sent["messages"][1]["content"]
 
 
 def test_proposal_ids_are_stable_for_the_same_thread(scripted: ScriptedModel) -> None:

@@ -32,9 +32,9 @@ def test_deploy_prompt_snapshot() -> None:
 def test_rendered_thread_shows_every_decision_and_result() -> None:
     _, user = build_messages(AGENT, full_deploy_thread(), AGENT.tools)
     text = user["content"]
-    assert "feedback: deploy the backend first" in text
-    assert text.count("<approved ") == 2 and text.count("<result ") == 2
-    assert "{" not in text.split("</trigger>")[1]  # compact bodies, not JSON dumps
+    assert "rejected 1 by alice: deploy the backend first" in text
+    assert text.count("\napproved ") == 2 and text.count("\nresult ") == 2
+    assert "{" not in text  # compact bodies, not JSON dumps
 
 
 def test_missing_variable_is_an_error_not_an_empty_string() -> None:
@@ -70,11 +70,23 @@ def test_only_offered_tools_are_described() -> None:
     [
         ({"sha": "abc", "ok": True, "n": None}, "sha=abc ok=true n=null"),
         (["a", 1, False], "a, 1, false"),
-        ({"prod": {"backend": "abc"}, "note": "two words"}, "prod:\n  backend=abc\nnote='two words'"),
+        ({"prod": {"backend": "abc"}, "note": "two words"}, "prod: backend=abc\nnote='two words'"),
         ([{"sha": "a"}, {"sha": "b"}], "- sha=a\n- sha=b"),
+        ([{"sha": "a", "who": "x y"}, {"sha": "b", "who": "z"}], "[sha | who]\na | x y\nb | z"),
+        ({"prod": {"backend": {"sha": "a", "ok": True}}}, "prod:\n  backend: sha=a ok=true"),
         ("", "''"),
         ({"failed": [], "extra": {}}, "failed=[] extra={}"),
     ],
 )
 def test_compact(value: object, expected: str) -> None:
     assert compact(value) == expected
+
+
+def test_long_shas_are_abbreviated_like_git_does() -> None:
+    from agents.prompts import abbreviate_hex
+
+    sha = "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c"
+    assert abbreviate_hex(f"deploy {sha} now") == "deploy 9f8e7d6c5b4a now"
+    assert abbreviate_hex("short 9f8e7d6 and word deadbeefcafe stay") == "short 9f8e7d6 and word deadbeefcafe stay"
+    _, user = build_messages(AGENT, full_deploy_thread(), AGENT.tools)
+    assert sha not in user["content"] and "sha=9f8e7d6c5b4a " in user["content"]

@@ -80,7 +80,7 @@ def test_full_run_with_feedback(scripted: ScriptedModel) -> None:
     # The model saw the feedback when it made its second proposal, and not before.
     prompts = [r["messages"][1]["content"] for r in scripted.requests()]
     assert "deploy the backend first" not in prompts[0]
-    assert "feedback: deploy the backend first" in prompts[1]
+    assert "rejected 1 by alice: deploy the backend first" in prompts[1]
     # Receipts bind what ran to who approved it and the idempotency key the tool received.
     receipts = thread.of_type(ReceiptEvent)
     assert [r.approver for r in receipts] == ["alice", "alice"]
@@ -97,7 +97,7 @@ def test_three_malformed_outputs_escalate(scripted: ScriptedModel) -> None:
     assert next_action(DEPLOY_AGENT, thread) == Halted("escalated")
     assert len(scripted.requests()) == 3
     # Each retry showed the model its previous mistake.
-    assert "<error kind=malformed_output>" in scripted.requests()[1]["messages"][1]["content"]
+    assert "error malformed_output: not valid JSON" in scripted.requests()[1]["messages"][1]["content"]
 
 
 def test_a_failing_tool_is_an_error_the_model_sees(scripted: ScriptedModel) -> None:
