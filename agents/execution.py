@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
 from pydantic import JsonValue
 
 from agents.errors import ConfigurationError
@@ -15,7 +13,7 @@ from agents.secrets import redact_data, secret_values
 from agents.thread import ErrorEvent, Event, ReceiptEvent, ResultEvent, Thread
 from agents.tools import Agent, Tool
 
-__all__ = ["ToolContext", "ToolImpl", "check_implementations", "idempotency_key", "receipt", "record", "run_tool"]
+__all__ = ["ToolContext", "ToolImpl", "check_implementations", "idempotency_key", "receipt", "record", "run_tool", "run_tool_call"]
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +57,21 @@ def receipt(action: Execute, key: str) -> ReceiptEvent | None:
 
 
 def run_tool(agent: Agent, action: Execute, impl: ToolImpl, ctx: ToolContext) -> ResultEvent | ErrorEvent:
-    """Run the call; an exception from the tool becomes a short error event the model sees (factor 9)."""
     tool_cls = agent.tool(action.proposal.intent)
     assert tool_cls is not None, "next_action only executes known tools"
-    call = tool_cls.model_validate({"intent": action.proposal.intent, **action.proposal.args})
+    return run_tool_call(tool_cls.model_validate({"intent": action.proposal.intent, **action.proposal.args}), impl, ctx)
+
+
+def run_tool_call(call: Tool, impl: ToolImpl, ctx: ToolContext) -> ResultEvent | ErrorEvent:
+    """Run the call; an exception from the tool becomes a short error event the model sees (factor 9)."""
+    intent = call.intent_name()
     try:
         output = impl(call, ctx)
     except Exception as exc:  # tool failures are data for the model; control signals (BaseException) pass
-        log.warning("tool %s failed: %s", action.proposal.intent, type(exc).__name__)
+        log.warning("tool %s failed: %s", intent, type(exc).__name__)
         message = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-        return ErrorEvent(kind="tool_error", message=message, proposal_id=action.proposal.id)
-    return ResultEvent(proposal_id=action.proposal.id, intent=action.proposal.intent, output=output, idempotency_key=ctx.idempotency_key)
+        return ErrorEvent(kind="tool_error", message=message, proposal_id=ctx.proposal_id)
+    return ResultEvent(proposal_id=ctx.proposal_id, intent=intent, output=output, idempotency_key=ctx.idempotency_key)
 
 
 def record(thread: Thread, event: Event, secrets: list[tuple[str, str]] | None = None) -> Thread:

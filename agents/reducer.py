@@ -131,14 +131,16 @@ def _trailing_errors(thread: Thread) -> int:
 
 
 def _pending_proposal(thread: Thread) -> ProposalEvent | None:
-    """The latest proposal if nothing has settled it yet (result, rejection, answer or error)."""
+    """The latest proposal if nothing has settled it yet (result, answer, error, or a rejection of it)."""
+    rejected: set[tuple[str, str]] = set()
     for event in reversed(thread.events):
         if isinstance(event, ProposalEvent):
-            return event
-        if isinstance(event, ResultEvent | AnswerEvent | ErrorEvent) or (
-            isinstance(event, DecisionEvent) and event.decision == "rejected"
-        ):
+            # A rejection whose digest does not match this proposal is void, like a stale approval.
+            return None if (event.id, event.digest) in rejected else event
+        if isinstance(event, ResultEvent | AnswerEvent | ErrorEvent):
             return None
+        if isinstance(event, DecisionEvent) and event.decision == "rejected":
+            rejected.add((event.proposal_id, event.proposal_digest))
     return None
 
 

@@ -44,3 +44,20 @@ def _clean_agent_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def scripted(tmp_path: Path) -> ScriptedModel:
     return ScriptedModel(tmp_path / "scripted-model")
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """One real Prefect server (SQLite) for the session, on a free loopback port; its env is the tests' env."""
+    from agents.adapter.local_server import LocalPrefectServer
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    with LocalPrefectServer(home, ui=False) as server:
+        saved = dict(os.environ)
+        os.environ.update(server.client_env())
+        os.environ["AGENT_STATE_DIR"] = str(home / "agent-state")
+        try:
+            yield server
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)

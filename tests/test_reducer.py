@@ -63,6 +63,13 @@ def test_approval_of_another_proposal_does_not_unlock_execute() -> None:
     assert next_action(AGENT, thread) == AwaitApproval(p)
 
 
+def test_rejection_with_a_stale_digest_is_void_too() -> None:
+    p = proposal("deploy_frontend_to_prod", 1, sha=NEW)
+    other = proposal("deploy_frontend_to_prod", 1, sha="deadbeef0000")
+    thread = decided(deploy_context().append(p), other, "rejected", "no")
+    assert next_action(AGENT, thread) == AwaitApproval(p)
+
+
 def test_rejection_goes_back_to_the_model() -> None:
     p = proposal("deploy_frontend_to_prod", 1, sha=NEW)
     thread = decided(deploy_context().append(p), p, "rejected", "deploy the backend first")

@@ -1,0 +1,161 @@
+"""run_agent: the micro-agent loop inside a Prefect flow, with approvals as flow-run suspensions.
+
+Durability rules (why this file looks the way it does):
+- On resume the flow function runs again from the top. Every step must therefore come back identical: model
+  calls and tool executions are cached tasks (agents.adapter.tasks), decisions are read back from the run's stored
+  inputs under the same suspend keys, and their timestamps come from the server, not the clock.
+- A suspend key is used for exactly one question: `approve-<proposal id>-<attempt>`. A fired key returns its stored
+  answer; reusing one for another proposal would let an old approval through.
+- `Pause` (raised by suspend) is a BaseException: nothing here catches it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from typing_extensions import assert_never
+
+from agents.adapter.forms import AnswerInput, ApprovalInput, answer_key, approval_key
+from agents.adapter.publish import artifact_key, publish_thread, request_markdown, thread_markdown
+from agents.adapter.store import ThreadStore
+from agents.adapter.tasks import execute_call, llm_step
+from agents.errors import ConfigurationError
+from agents.execution import ToolContext, ToolImpl, check_implementations, idempotency_key, receipt, record
+from agents.llm import build_request, parse_reply, resolve_model
+from agents.reducer import AskModel, AwaitAnswer, AwaitApproval, Escalate, Execute, Finish, Halted, next_action
+from agents.thread import AnswerEvent, DecisionEvent, Event, ProposalEvent, ReceiptEvent, Thread
+from agents.tools import Agent
+
+__all__ = ["APPROVAL_TIMEOUT_ENV", "run_agent"]
+
+APPROVAL_TIMEOUT_ENV = "AGENT_APPROVAL_TIMEOUT_S"
+DEFAULT_APPROVAL_TIMEOUT_S = 24 * 3600
+
+
+def run_agent(
+    agent: Agent,
+    thread: Thread,
+    tools: Mapping[str, ToolImpl],
+    *,
+    model: str | None = None,
+    approval_timeout_s: float | None = None,
+    on_event: Callable[[Thread, Event], None] | None = None,
+    **llm_options: Any,
+) -> Thread:
+    """Drive `agent` until it is done or escalates; suspends the flow run whenever a human must decide.
+
+    `on_event(thread, event)` is called after each event is recorded and persisted, replayed ones included.
+    """
+    from prefect import get_run_logger
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.get_id()
+    if not run_id:
+        raise ConfigurationError("run_agent must be called inside a Prefect flow run (a @flow function)")
+    check_implementations(agent, tools)
+    model = resolve_model(model)
+    timeout = approval_timeout_s or float(os.environ.get(APPROVAL_TIMEOUT_ENV, DEFAULT_APPROVAL_TIMEOUT_S))
+    logger = get_run_logger()
+    store = ThreadStore()
+    key = artifact_key(agent.name, run_id)
+
+    def add(event: Event) -> None:
+        nonlocal thread
+        thread = record(thread, event)
+        store.save(run_id, agent.name, thread)  # nothing lost: persisted before the next step starts
+        if on_event is not None:
+            on_event(thread, thread.events[-1])
+
+    def publish(status: str, version: str) -> None:
+        publish_thread(key=key, version=version, markdown=thread_markdown(agent.name, thread, status),
+                       description=f"{agent.name} agent thread: {status}")
+
+    store.save(run_id, agent.name, thread)
+    while True:
+        action = next_action(agent, thread)
+        match action:
+            case AskModel(step=step):
+                request = build_request(agent, thread, model, **llm_options)
+                reply = llm_step(request, thread.digest())
+                add(parse_reply(agent, thread, reply, request.step))
+                logger.info("%s step %d: %s", agent.name, step, _describe(thread.events[-1]))
+            case AwaitApproval(proposal=p):
+                attempt = len(thread.for_proposal(DecisionEvent, p.id))
+                suspend_key = approval_key(p.id, attempt)
+                publish(f"awaiting approval of {p.intent}", suspend_key)
+                form = ApprovalInput.with_initial_data(
+                    description=_request(agent, thread, p, "approval.md.j2", timeout), proposal_digest=p.digest
+                )
+                answer = _suspend(form, suspend_key, timeout, logger, f"approval of {p.intent} {p.args}")
+                decision = "approved" if answer.decision == "approve" else "rejected"
+                if answer.proposal_digest != p.digest:
+                    logger.warning("void %s for %s: its digest does not match the proposal; asking again", decision, p.id)
+                add(DecisionEvent(proposal_id=p.id, proposal_digest=answer.proposal_digest, decision=decision,
+                                  feedback=answer.feedback, approver=answer.approver or "unknown",
+                                  at=_answered_at(run_id, suspend_key)))
+            case AwaitAnswer(proposal=p):
+                attempt = len(thread.for_proposal(AnswerEvent, p.id))
+                suspend_key = answer_key(p.id, attempt)
+                publish(f"waiting for an answer to {p.id}", suspend_key)
+                form = AnswerInput.with_initial_data(
+                    description=_request(agent, thread, p, "question.md.j2", timeout), proposal_digest=p.digest
+                )
+                reply_in = _suspend(form, suspend_key, timeout, logger, f"an answer to {p.args}")
+                add(AnswerEvent(proposal_id=p.id, answer=reply_in.answer, by=reply_in.by or "unknown",
+                                at=_answered_at(run_id, suspend_key)))
+            case Execute(proposal=p):
+                idem = idempotency_key(run_id, action)
+                if not thread.for_proposal(ReceiptEvent, p.id) and (proof := receipt(action, idem)) is not None:
+                    add(proof)
+                tool_cls = agent.tool(p.intent)
+                assert tool_cls is not None
+                call = tool_cls.model_validate({"intent": p.intent, **p.args})
+                add(execute_call(tools[p.intent], call, ToolContext(idem, thread.id, p.id)))
+                logger.info("%s executed %s: %s", agent.name, p.intent, _describe(thread.events[-1]))
+            case Finish() | Escalate():
+                add(action.event)
+            case Halted(outcome=outcome):
+                publish(outcome, f"end-{thread.digest()[:16]}")
+                return thread
+            case _:
+                assert_never(action)
+
+
+def _request(agent: Agent, thread: Thread, p: ProposalEvent, template: str, timeout: float) -> str:
+    expires = (datetime.now(UTC) + timedelta(seconds=timeout)).strftime("%Y-%m-%d %H:%M:%S UTC")
+    from agents.reducer import model_steps
+
+    return request_markdown(template, agent.name, thread, p, step=model_steps(thread), max_steps=agent.max_steps,
+                            expires_at=expires)
+
+
+def _suspend(form: Any, key: str, timeout: float, logger: logging.Logger | logging.LoggerAdapter, what: str) -> Any:
+    """Suspend until a human answers; on replay the stored answer comes back at once (the key already fired)."""
+    from prefect.flow_runs import suspend_flow_run
+
+    logger.info("waiting for %s (suspend key %s)", what, key)
+    return suspend_flow_run(wait_for_input=form, key=key, timeout=int(timeout))
+
+
+def _answered_at(run_id: str, suspend_key: str) -> datetime:
+    """When the human answered, as the server recorded it: identical on every replay."""
+    from prefect.client.orchestration import get_client
+
+    response_key = f"suspended-{suspend_key}-response"
+    with get_client(sync_client=True) as client:
+        found = client.filter_flow_run_input(UUID(run_id), key_prefix=response_key, limit=1, exclude_keys=set())
+    created = found[0].created if found else None
+    if created is None:
+        raise RuntimeError(f"flow run {run_id} resumed without a stored response under {response_key}")
+    return created if created.tzinfo else created.replace(tzinfo=UTC)
+
+
+def _describe(event: Event) -> str:
+    from agents.adapter.publish import summarize
+
+    return f"{event.type}: {summarize(event)}"

@@ -1,0 +1,80 @@
+"""`microagents`: list, show, approve, reject and answer suspended agent runs (Prefect 3 has no resume command)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+
+from agents.adapter.approvals import ApprovalsClient, PendingRequest, ResumeRefused
+from agents.errors import AgentError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="microagents",
+        description="Decide on agent proposals waiting in a Prefect server (PREFECT_API_URL, PREFECT_API_AUTH_STRING).",
+    )
+    parser.add_argument("--api-url", help="Prefect API URL (default: $PREFECT_API_URL)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    pending = sub.add_parser("pending", help="list runs waiting for an approval or an answer")
+    pending.add_argument("--json", action="store_true", help="machine-readable output")
+    show = sub.add_parser("show", help="show what one run waits for (the proposal and its context)")
+    show.add_argument("run_id")
+    show.add_argument("--json", action="store_true")
+    for name, text in (("approve", "approve the pending proposal: it runs once"),
+                       ("reject", "reject it; your feedback goes back to the agent")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("run_id")
+        cmd.add_argument("--feedback", "-f", default="", required=name == "reject")
+        cmd.add_argument("--as", dest="who", default=None, help="your name, recorded with the decision")
+        cmd.add_argument("--digest", help="only decide if the run still waits on this proposal digest")
+    answer = sub.add_parser("answer", help="answer an agent's question")
+    answer.add_argument("run_id")
+    answer.add_argument("text")
+    answer.add_argument("--as", dest="who", default=None)
+    return parser
+
+
+def _line(req: PendingRequest) -> str:
+    title = next((ln.strip("# ").strip() for ln in req.description.splitlines() if ln.startswith("#")), req.key)
+    return f"{req.run_id}  {req.flow_name}/{req.run_name}  {req.kind:<8}  {title}  (expires {req.expires_at or 'never'})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        with ApprovalsClient(api_url=args.api_url) as client:
+            match args.command:
+                case "pending":
+                    found = client.pending()
+                    if args.json:
+                        print(json.dumps([r.as_dict() for r in found], indent=1))
+                    else:
+                        print("\n".join(_line(r) for r in found) if found else "nothing is waiting for a decision")
+                case "show":
+                    req = client.show(args.run_id)
+                    print(json.dumps(req.as_dict(), indent=1) if args.json else f"{_line(req)}\n\n{req.description}")
+                case "approve":
+                    client.approve(args.run_id, args.who or getpass.getuser(), args.feedback, args.digest)
+                    print(f"approved: flow run {args.run_id} resumes and runs the call once")
+                case "reject":
+                    client.reject(args.run_id, args.who or getpass.getuser(), args.feedback, args.digest)
+                    print(f"rejected: flow run {args.run_id} resumes; the agent sees your feedback")
+                case "answer":
+                    client.answer(args.run_id, args.text, args.who or getpass.getuser())
+                    print(f"answered: flow run {args.run_id} resumes with your answer")
+    except ResumeRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    except AgentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The flow behind the approval-gate tests: a deterministic pre-step, then the deploy agent with tools whose
+effects are observable files. Served by `python gate_flow.py` (flow.serve), so runs can suspend.
+
+Fault injection: write a point name into <effects_dir>/fault ("approval", "mid", "after"); when the run reaches
+that point it writes <effects_dir>/reached-<point>, removes the fault file and blocks until it is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.runtime import flow_run
+
+from agents.adapter import run_agent, run_scoped_key
+from agents.deploybot import DEPLOY_AGENT
+from agents.execution import ToolContext
+from agents.thread import ContextEvent, Event, Thread, TriggerEvent
+from agents.tools import Tool
+
+
+def _append(effects: Path, name: str, line: str) -> None:
+    with open(effects / name, "a") as fh:
+        fh.write(line + "\n")
+
+
+def _fault(effects: Path, point: str) -> None:
+    fault = effects / "fault"
+    if fault.exists() and fault.read_text().strip() == point:
+        fault.unlink()
+        (effects / f"reached-{point}").write_text(str(os.getpid()))
+        time.sleep(600)  # the test kills us here
+
+
+@task(persist_result=True, cache_key_fn=run_scoped_key("staging", "sha"))
+def staging_step(sha: str, effects_dir: str) -> dict[str, Any]:
+    _append(Path(effects_dir), "staging.log", sha)
+    return {"sha": sha, "passed": True}
+
+
+def deploy_tool(service: str, effects: Path) -> Any:
+    def impl(call: Tool, ctx: ToolContext) -> dict[str, Any]:
+        log = effects / f"{service}.log"
+        if ctx.reconcile and log.exists() and ctx.idempotency_key in log.read_text():
+            return {"service": service, "sha": call.sha, "reconciled": True}  # type: ignore[attr-defined]
+        _fault(effects, "mid")
+        _append(effects, f"{service}.log", f"{ctx.idempotency_key} {call.sha}")  # type: ignore[attr-defined]
+        _fault(effects, "after")
+        return {"service": service, "sha": call.sha}  # type: ignore[attr-defined]
+
+    return impl
+
+
+@flow(name="gate-demo", persist_result=True)
+def gate_demo(sha: str, effects_dir: str, model: str, approval_timeout_s: float = 3600) -> str:
+    effects = Path(effects_dir)
+    _append(effects, "pids.log", str(os.getpid()))
+    staging = staging_step(sha, effects_dir)
+    thread = Thread(
+        id=f"gate-{flow_run.get_id()}",
+        events=(
+            TriggerEvent(source="test", actor="pytest", request=f"deploy SHA {sha} to production"),
+            ContextEvent(name="staging", payload=staging),
+        ),
+    )
+
+    def on_event(thread: Thread, event: Event) -> None:
+        if event.type == "decision" and event.decision == "approved":
+            _fault(effects, "approval")
+
+    tools = {"deploy_backend_to_prod": deploy_tool("backend", effects),
+             "deploy_frontend_to_prod": deploy_tool("frontend", effects)}
+    final = run_agent(DEPLOY_AGENT, thread, tools, model=model, approval_timeout_s=approval_timeout_s, on_event=on_event)
+    return final.events[-1].type
+
+
+if __name__ == "__main__":
+    gate_demo.serve(name="gate")

@@ -1,0 +1,94 @@
+"""Helpers for tests against a real Prefect server: serve a flow in a subprocess, create runs, wait for states."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = ["Served", "create_run", "flow_state", "wait_state"]
+
+
+def _retrying(call: Any, *args: Any, **kwargs: Any) -> httpx.Response:
+    for attempt in range(8):
+        response = call(*args, **kwargs)
+        if response.status_code not in (502, 503, 504):
+            return response
+        time.sleep(0.2 * 2**attempt)
+    return response
+
+
+class Served:
+    """`python <script>` calling flow.serve(), in its own process group so it can be killed by PID with its runs."""
+
+    def __init__(self, script: Path, env: dict[str, str], http: httpx.Client, deployment: str, log: Path) -> None:
+        self.script, self.env, self.http, self.deployment, self.log = script, env, http, deployment, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> str:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, str(self.script)], env=self.env, cwd=self.script.parent,
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"serve process exited: {self.log.read_text()[-2000:]}")
+            if "polling for scheduled runs" in self.log.read_text(errors="replace"):
+                response = _retrying(self.http.get, f"/deployments/name/{self.deployment}")
+                if response.status_code == 200:
+                    return response.json()["id"]
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.deployment} not served after {timeout}s: {self.log.read_text()[-2000:]}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL the whole group: the runner and the flow-run process it started (a crashed worker)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def create_run(http: httpx.Client, deployment_id: str, parameters: dict[str, Any]) -> str:
+    response = _retrying(http.post, f"/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters})
+    response.raise_for_status()
+    return response.json()["id"]
+
+
+def flow_state(http: httpx.Client, run_id: str) -> dict[str, Any]:
+    response = _retrying(http.get, f"/flow_runs/{run_id}")
+    response.raise_for_status()
+    return response.json()["state"]
+
+
+def wait_state(http: httpx.Client, run_id: str, types: set[str], timeout: float = 90, name: str | None = None) -> dict[str, Any]:
+    """Poll until the run is in one of `types` (and has `name`, if given); fail fast on a terminal surprise."""
+    deadline = time.monotonic() + timeout
+    state: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        state = flow_state(http, run_id)
+        if state["type"] in types and (name is None or state["name"] == name):
+            return state
+        if state["type"] in {"FAILED", "CRASHED", "CANCELLED", "COMPLETED"} - types:
+            raise AssertionError(f"run {run_id} ended {state['type']}: {state.get('message')}")
+        time.sleep(0.1)
+    raise TimeoutError(f"run {run_id} not in {types} after {timeout}s; last state {state.get('type')}/{state.get('name')}")

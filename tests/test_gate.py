@@ -1,0 +1,231 @@
+"""The approval gate on a real Prefect server: suspend, resume through the UI's endpoint, replay, run once."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agents.adapter.approvals import ApprovalsClient, ResumeRefused
+from agents.adapter.local_server import LocalPrefectServer
+from agents.adapter.store import ThreadStore
+from agents.scripted import ScriptedModel
+from prefect_harness import Served, create_run, flow_state, wait_state
+
+pytestmark = pytest.mark.slow
+
+SHA = "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c"
+HERE = Path(__file__).parent
+
+
+def call(intent: str, **args: str) -> dict[str, Any]:
+    return {"call": {"intent": intent, **args}}
+
+
+FRONTEND, BACKEND = call("deploy_frontend_to_prod", sha=SHA), call("deploy_backend_to_prod", sha=SHA)
+DONE = call("done_for_now", message="both services on the new SHA")
+
+
+@pytest.fixture
+def http(prefect_server: LocalPrefectServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=prefect_server.api_url, auth=prefect_server.httpx_auth, timeout=30, trust_env=False) as c:
+        yield c
+
+
+@pytest.fixture
+def served(prefect_server: LocalPrefectServer, http: httpx.Client, tmp_path: Path) -> Iterator[Served]:
+    env = {k: v for k, v in os.environ.items() if k not in ("AGENT_MODEL",)}
+    s = Served(HERE / "gate_flow.py", env, http, "gate-demo/gate", tmp_path / "serve.log")
+    s.deployment_id = s.start()  # type: ignore[attr-defined]
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def approvals(prefect_server: LocalPrefectServer) -> Iterator[ApprovalsClient]:
+    with ApprovalsClient(prefect_server.api_url, prefect_server.auth_string) as client:
+        yield client
+
+
+@pytest.fixture
+def effects(tmp_path: Path) -> Path:
+    path = tmp_path / "effects"
+    path.mkdir()
+    return path
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def start(served: Served, http: httpx.Client, scripted: ScriptedModel, effects: Path, **params: Any) -> str:
+    parameters = {"sha": SHA, "effects_dir": str(effects), "model": scripted.model, **params}
+    return create_run(http, served.deployment_id, parameters)  # type: ignore[attr-defined]
+
+
+def next_pause(http: httpx.Client, run_id: str, after: str | None = None, timeout: float = 90) -> str:
+    """Wait for a suspension whose key differs from `after`; returns its key."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = wait_state(http, run_id, {"PAUSED"}, timeout=deadline - time.monotonic())
+        key = state["state_details"]["pause_key"]
+        if key != after:
+            return key
+        time.sleep(0.1)
+    raise TimeoutError(f"no new suspension after {after}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+
+def gone(pids: list[int], timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while any(alive(p) for p in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_reject_with_feedback_then_approve_runs_each_call_once(
+    served: Served, http: httpx.Client, approvals: ApprovalsClient, scripted: ScriptedModel, effects: Path
+) -> None:
+    scripted.enqueue(FRONTEND, BACKEND, FRONTEND, DONE)
+    run = start(served, http, scripted, effects)
+    key1 = next_pause(http, run)
+    assert flow_state(http, run)["name"] == "Suspended"
+    assert gone([int(p) for p in lines(effects / "pids.log")])  # infrastructure released: the process exited
+    first = approvals.show(run)
+    assert first.kind == "approval" and "proposes `deploy_frontend_to_prod`" in first.description
+    assert "### staging" in first.description and f"`{SHA}`" in first.description
+
+    approvals.reject(run, "alice", "deploy the backend first")
+    key2 = next_pause(http, run, after=key1)
+    assert "proposes `deploy_backend_to_prod`" in approvals.show(run).description
+    assert lines(effects / "backend.log") == []
+    approvals.approve(run, "bob")
+    key3 = next_pause(http, run, after=key2)
+    assert "proposes `deploy_frontend_to_prod`" in approvals.show(run).description
+    assert len(lines(effects / "backend.log")) == 1
+    approvals.approve(run, "bob")
+    final = wait_state(http, run, {"COMPLETED"})
+    assert final["type"] == "COMPLETED" and key3 != key1
+
+    # Each approved call ran once; the deterministic pre-step ran once across five executions of the flow body.
+    assert len(lines(effects / "backend.log")) == 1 and len(lines(effects / "frontend.log")) == 1
+    assert lines(effects / "staging.log") == [SHA]
+    assert len(lines(effects / "pids.log")) == 4  # first run + three resumes
+    # The model was called once per distinct proposal (4), never on replay, and saw the feedback.
+    prompts = [r["messages"][1]["content"] for r in scripted.requests()]
+    assert len(prompts) == 4
+    assert "rejected 1 by alice: deploy the backend first" in prompts[1]
+    thread = ThreadStore().load(run, "deploy")
+    assert thread is not None
+    decisions = [(e.decision, e.approver) for e in thread.of_type(__import__("agents.thread").thread.DecisionEvent)]
+    assert decisions == [("rejected", "alice"), ("approved", "bob"), ("approved", "bob")]
+    receipts = [e for e in thread.events if e.type == "receipt"]
+    assert [r.idempotency_key.split(":")[0] for r in receipts] == [run, run]
+    assert thread.events[-1].type == "done"
+    # One artifact version per suspension plus the final one; replays added none.
+    artifacts = http.post("/artifacts/filter", json={"artifacts": {"key": {"any_": [f"deploy-thread-{run}"]}}}).json()
+    assert len(artifacts) == 4
+    assert "both services on the new SHA" in max(artifacts, key=lambda a: a["created"])["data"]
+
+
+def test_bad_input_is_refused_and_the_run_stays_suspended(
+    served: Served, http: httpx.Client, approvals: ApprovalsClient, scripted: ScriptedModel, effects: Path
+) -> None:
+    scripted.enqueue(BACKEND, DONE)
+    run = start(served, http, scripted, effects)
+    key = next_pause(http, run)
+    digest = approvals.show(run).proposal_digest
+    bad = {
+        "wrong type": ({"decision": "approve", "feedback": 3, "proposal_digest": digest}, "is not of type 'string'"),
+        "extra field": ({"decision": "approve", "proposal_digest": digest, "force": True}, "Additional properties"),
+        "empty decision": ({"decision": "", "proposal_digest": digest}, "is not one of ['approve', 'reject']"),
+        "no decision": ({"proposal_digest": digest}, "'decision' is a required property"),
+    }
+    for name, (run_input, reason) in bad.items():
+        with pytest.raises(ResumeRefused, match=re.escape(reason)):
+            approvals.resume(run, run_input)
+        state = flow_state(http, run)
+        assert (state["type"], state["state_details"]["pause_key"]) == ("PAUSED", key), name
+    with pytest.raises(ResumeRefused, match="stale decision"):
+        approvals.approve(run, "mallory", digest="0" * 64)
+    assert lines(effects / "backend.log") == []
+
+    # A stale digest that reaches the run (e.g. typed into the UI form) is void: the run asks again.
+    approvals.resume(run, {"decision": "approve", "approver": "mallory", "proposal_digest": "f" * 64})
+    key2 = next_pause(http, run, after=key)
+    assert key2.endswith("-1") and lines(effects / "backend.log") == []
+    approvals.approve(run, "alice")
+    wait_state(http, run, {"COMPLETED"})
+    assert len(lines(effects / "backend.log")) == 1
+    thread = ThreadStore().load(run, "deploy")
+    assert [(e.type, getattr(e, "approver", "")) for e in thread.events if e.type in ("decision", "receipt")] == [
+        ("decision", "mallory"), ("decision", "alice"), ("receipt", "alice")]
+
+
+def test_duplicate_resume_does_not_execute_twice(
+    served: Served, http: httpx.Client, approvals: ApprovalsClient, scripted: ScriptedModel, effects: Path
+) -> None:
+    scripted.enqueue(BACKEND, FRONTEND)
+    run = start(served, http, scripted, effects)
+    key = next_pause(http, run)
+    digest = approvals.show(run).proposal_digest
+    answer = {"decision": "approve", "approver": "alice", "proposal_digest": digest}
+    approvals.resume(run, answer)
+    with pytest.raises(ResumeRefused, match="not paused"):
+        approvals.resume(run, answer)
+    key2 = next_pause(http, run, after=key)  # now waiting on the frontend proposal
+    with pytest.raises(ResumeRefused, match="stale decision"):
+        approvals.approve(run, "alice", digest=digest)  # the same approval again, via the binding check
+    approvals.resume(run, answer)  # ... and straight to the endpoint: void in the flow, asked again
+    key3 = next_pause(http, run, after=key2)
+    assert len(lines(effects / "backend.log")) == 1 and lines(effects / "frontend.log") == []
+    assert key3.endswith("-1")
+
+
+def test_an_expired_approval_never_executes(
+    served: Served, http: httpx.Client, approvals: ApprovalsClient, scripted: ScriptedModel, effects: Path
+) -> None:
+    scripted.enqueue(BACKEND)
+    run = start(served, http, scripted, effects, approval_timeout_s=2)
+    next_pause(http, run)
+    assert "Decide before" in approvals.show(run).description
+    state = wait_state(http, run, {"FAILED"}, timeout=90)
+    assert state["message"] == "The flow was paused and never resumed."
+    with pytest.raises(ResumeRefused, match="not waiting for a decision .*paused and never resumed"):
+        approvals.approve(run, "late")
+    with pytest.raises(ResumeRefused, match="not paused"):
+        approvals.resume(run, {"decision": "approve", "proposal_digest": "0" * 64})
+    assert lines(effects / "backend.log") == []
+
+
+def test_a_question_is_answered_and_the_agent_continues(
+    served: Served, http: httpx.Client, approvals: ApprovalsClient, scripted: ScriptedModel, effects: Path
+) -> None:
+    scripted.enqueue(call("request_more_information", question="Backend only, or both services?"), DONE)
+    run = start(served, http, scripted, effects)
+    next_pause(http, run)
+    asked = approvals.show(run)
+    assert asked.kind == "question" and "Backend only, or both services?" in asked.description
+    with pytest.raises(ResumeRefused, match="asks a question"):
+        approvals.approve(run, "alice")
+    with pytest.raises(ResumeRefused, match="should be non-empty|is too short"):
+        approvals.answer(run, "", "alice")
+    approvals.answer(run, "Nothing today, we are in a freeze.", "alice")
+    wait_state(http, run, {"COMPLETED"})
+    assert "answer 1 by alice: Nothing today, we are in a freeze." in scripted.requests()[1]["messages"][1]["content"]
+    assert len(scripted.requests()) == 2
