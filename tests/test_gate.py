@@ -229,3 +229,42 @@ def test_a_question_is_answered_and_the_agent_continues(
     wait_state(http, run, {"COMPLETED"})
     assert "answer 1 by alice: Nothing today, we are in a freeze." in scripted.requests()[1]["messages"][1]["content"]
     assert len(scripted.requests()) == 2
+
+
+def restart_crashed(http: httpx.Client, run_id: str) -> None:
+    """What an operator (or Prefect's zombie detection plus a retry) does with a run whose worker died."""
+    for state in ({"type": "CRASHED", "name": "Crashed", "message": "worker killed by the test"},
+                  {"type": "SCHEDULED", "name": "AwaitingRetry"}):
+        response = http.post(f"/flow_runs/{run_id}/set_state", json={"state": state, "force": True})
+        assert response.status_code in (200, 201) and response.json()["status"] == "ACCEPT", response.text
+
+
+@pytest.mark.parametrize("point", ["approval", "mid", "after"])
+def test_killed_worker_never_runs_an_approved_call_twice(
+    served: Served, http: httpx.Client, approvals: ApprovalsClient, scripted: ScriptedModel, effects: Path, point: str
+) -> None:
+    """Kill the serving process right after approval, mid-execution, and after the effect but before the
+    result is recorded; restart serving; the effect exists exactly once in every case."""
+    scripted.enqueue(BACKEND, DONE)
+    (effects / "fault").write_text(point)
+    run = start(served, http, scripted, effects)
+    next_pause(http, run)
+    approvals.approve(run, "alice")
+    deadline = time.monotonic() + 60
+    while not (effects / f"reached-{point}").exists():
+        assert time.monotonic() < deadline, f"fault point {point} never reached"
+        time.sleep(0.05)
+    served.kill()
+    assert flow_state(http, run)["type"] == "RUNNING"  # the server does not know yet: a dead worker
+    expected_before = {"approval": 0, "mid": 0, "after": 1}[point]
+    assert len(lines(effects / "backend.log")) == expected_before
+
+    restart_crashed(http, run)
+    served.start()
+    wait_state(http, run, {"COMPLETED"})
+    assert len(lines(effects / "backend.log")) == 1
+    assert len(scripted.requests()) == 2  # BACKEND and DONE, none repeated by the re-run
+    thread = ThreadStore().load(run, "deploy")
+    results = [e for e in thread.events if e.type == "result"]
+    assert len(results) == 1 and len([e for e in thread.events if e.type == "receipt"]) == 1
+    assert results[0].output.get("reconciled", False) is (point == "after")
