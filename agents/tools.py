@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -95,24 +95,24 @@ class Agent:
 
     def response_schema(self, tools: tuple[type[Tool], ...]) -> dict[str, Any]:
         """JSON schema of one call to any of `tools`, wrapped in an object (providers want an object root)."""
-        schema = self.union_adapter(tools).json_schema()
-        defs = schema.pop("$defs", {})
-        variants = schema.get("oneOf") or schema.get("anyOf") or [schema]
-        return {
-            "type": "object",
-            "properties": {"call": {"anyOf": variants}},
-            "required": ["call"],
-            "additionalProperties": False,
-            "$defs": defs,
-        }
+        return _response_schema(tools)
 
 
-_ADAPTERS: dict[tuple[type[Tool], ...], TypeAdapter[Any]] = {}
+@lru_cache(maxsize=64)
+def _response_schema(tools: tuple[type[Tool], ...]) -> dict[str, Any]:
+    schema = _union_adapter(tools).json_schema()
+    defs = schema.pop("$defs", {})
+    variants = schema.get("oneOf") or schema.get("anyOf") or [schema]
+    return {
+        "type": "object",
+        "properties": {"call": {"anyOf": variants}},
+        "required": ["call"],
+        "additionalProperties": False,
+        "$defs": defs,
+    }
 
 
+@lru_cache(maxsize=64)
 def _union_adapter(tools: tuple[type[Tool], ...]) -> TypeAdapter[Any]:
-    adapter = _ADAPTERS.get(tools)
-    if adapter is None:
-        union: Any = tools[0] if len(tools) == 1 else Annotated[Union[tools], Field(discriminator="intent")]  # noqa: UP007
-        adapter = _ADAPTERS[tools] = TypeAdapter(union)
-    return adapter
+    union: Any = tools[0] if len(tools) == 1 else Annotated[Union[tools], Field(discriminator="intent")]  # noqa: UP007
+    return TypeAdapter(union)

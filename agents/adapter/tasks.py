@@ -12,6 +12,7 @@ from typing import Any
 
 from prefect import task
 from prefect.context import TaskRunContext
+from prefect.utilities.annotations import quote
 
 from agents.adapter.store import ExecutionLedger
 from agents.execution import ToolContext, ToolImpl, run_tool_call
@@ -38,14 +39,21 @@ def run_scoped_key(name: str, *fields: str):  # noqa: ANN201 (a Prefect cache_ke
 
 
 def _llm_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    request: LLMRequest = parameters["request"]
-    return f"llm-{context.task_run.flow_run_id}-{parameters['thread_digest'][:16]}-{request.step}"
+    return f"llm-{context.task_run.flow_run_id}-{parameters['thread_digest'][:16]}-{parameters['step']}"
 
 
-@task(name="llm-step", persist_result=True, cache_key_fn=_llm_key, task_run_name="llm step {request.step}")
-def llm_step(request: LLMRequest, thread_digest: str) -> LLMReply:
-    """The only place a model is called; cached per (run, thread digest, step)."""
+@task(name="llm-step", persist_result=True, cache_key_fn=_llm_key, task_run_name="llm step {step}")
+def _llm_task(request: LLMRequest, thread_digest: str, step: int) -> LLMReply:
     return call_model(request)
+
+
+def llm_step(request: LLMRequest, thread_digest: str) -> LLMReply:
+    """The only place a model is called; cached per (run, thread digest, step).
+
+    The request is passed quoted: Prefect would otherwise walk every message and schema node looking for futures,
+    which cost about 5 ms per step (tests/benchmarks/bench_gate.py).
+    """
+    return _llm_task(quote(request), thread_digest, request.step)
 
 
 def _execute_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:

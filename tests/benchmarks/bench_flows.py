@@ -1,0 +1,65 @@
+"""Flows used by bench_gate.py. Served by `python bench_flows.py` (flow.serve) so their runs can suspend."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from agents.adapter import run_agent
+from agents.adapter.serving import serve_deployments
+from agents.deploybot import DEPLOY_AGENT, DoneForNow
+from agents.execution import ToolContext
+from agents.thread import Thread, TriggerEvent
+from agents.tools import Agent, Tool
+
+
+class Noop(Tool):
+    """Do nothing (an auto tool, to measure the loop itself)."""
+
+    policy = "auto"
+    intent: Literal["noop"]
+
+
+NOOP_AGENT = Agent(name="noop", tools=(Noop, DoneForNow), prompt="deploy_agent.j2", max_steps=1000)
+
+
+def _noop(call: Tool, ctx: ToolContext) -> dict[str, Any]:
+    return {}
+
+
+@flow(name="bench-overhead", persist_result=True)
+def overhead_flow(model: str, thread_id: str) -> float:
+    """Runs the agent loop in a flow; returns the seconds spent inside run_agent."""
+    thread = Thread(id=thread_id, events=(TriggerEvent(source="bench", actor="bench", request="noop until done"),))
+    started = time.perf_counter()
+    run_agent(NOOP_AGENT, thread, {"noop": _noop}, model=model)
+    return time.perf_counter() - started
+
+
+def _stamp(effects: str, name: str) -> None:
+    with open(Path(effects) / f"{flow_run.get_id()}.{name}", "a") as fh:
+        fh.write(f"{time.time()} {os.getpid()}\n")
+
+
+@flow(name="bench-gate", persist_result=True)
+def gate_flow(model: str, effects: str) -> str:
+    """One approval then done; stamps when the flow body starts and when the approved tool starts."""
+    _stamp(effects, "body")
+
+    def deploy(call: Tool, ctx: ToolContext) -> dict[str, Any]:
+        _stamp(effects, "tool")
+        return {"ok": True}
+
+    thread = Thread(id=f"bench-{flow_run.get_id()}",
+                    events=(TriggerEvent(source="bench", actor="bench", request="deploy the backend"),))
+    tools = {"deploy_backend_to_prod": deploy, "deploy_frontend_to_prod": deploy}
+    return run_agent(DEPLOY_AGENT, thread, tools, model=model).events[-1].type
+
+
+if __name__ == "__main__":
+    serve_deployments(gate_flow.to_deployment(name="bench"), limit=8)

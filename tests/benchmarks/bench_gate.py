@@ -1,0 +1,156 @@
+"""Issue 3 benchmarks on a real local Prefect server (SQLite):
+
+1. orchestration overhead per agent step (instant scripted model, auto tool), flow vs plain Python;
+2. resume latency: resume POST -> approved tool starting (flow.serve, PREFECT_RUNNER_POLL_FREQUENCY);
+3. N runs suspended at once with no process per run, then all approved.
+
+Run: .venv/bin/python tests/benchmarks/bench_gate.py [--runs 200] [--samples 10] [--poll 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from agents.adapter.approvals import ApprovalsClient  # noqa: E402
+from agents.adapter.local_server import LocalPrefectServer  # noqa: E402
+from agents.scripted import ScriptedModel  # noqa: E402
+from prefect_harness import Served, create_run, wait_state  # noqa: E402
+
+BACKEND = {"call": {"intent": "deploy_backend_to_prod", "sha": "9f8e7d6c5b4a"}}
+DONE = {"call": {"intent": "done_for_now", "message": "done"}}
+
+
+def overhead(tmp: Path, steps: int = 50) -> None:
+    from bench_flows import NOOP_AGENT, _noop, overhead_flow
+
+    from agents.runner import run_until_blocked
+    from agents.thread import Thread, TriggerEvent
+
+    replies = [{"call": {"intent": "noop"}}] * steps + [DONE]
+    plain_model = ScriptedModel(tmp / "overhead-plain")
+    plain_model.enqueue(*replies)
+    thread = Thread(id="plain", events=(TriggerEvent(source="bench", actor="bench", request="noop until done"),))
+    warm = ScriptedModel(tmp / "overhead-warm")
+    warm.enqueue(DONE)
+    run_until_blocked(NOOP_AGENT, thread, {"noop": _noop}, warm.model)  # import litellm outside the timing
+    started = time.perf_counter()
+    run_until_blocked(NOOP_AGENT, thread, {"noop": _noop}, plain_model.model)
+    plain = time.perf_counter() - started
+    flow_model = ScriptedModel(tmp / "overhead-flow")
+    flow_model.enqueue(*replies)
+    in_flow = overhead_flow(flow_model.model, "flow")
+    n = steps + 1
+    print(f"[overhead] {n} agent steps ({steps} model calls + auto tool runs, then done) with an instant scripted model")
+    print(f"[overhead] plain Python: {plain / n * 1000:.1f} ms/step; inside a flow on the local server: "
+          f"{in_flow / n * 1000:.1f} ms/step; orchestration overhead {(in_flow - plain) / n * 1000:.1f} ms/step "
+          f"(target <= 25 ms)")
+
+
+def wait_exited(pid: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def resume_latency(served: Served, http: httpx.Client, approvals: ApprovalsClient, tmp: Path, samples: int) -> None:
+    effects = tmp / "latency"
+    effects.mkdir()
+    totals, to_body, body_to_tool = [], [], []
+    for i in range(samples):
+        model = ScriptedModel(tmp / f"latency-model-{i}")
+        model.enqueue(BACKEND, DONE)
+        run = create_run(http, served.deployment_id, {"model": model.model, "effects": str(effects)})  # type: ignore[attr-defined]
+        wait_state(http, run, {"PAUSED"})
+        wait_exited(int((effects / f"{run}.body").read_text().split()[1]))  # a human is never faster than this
+        digest = approvals.show(run).proposal_digest
+        t0 = time.time()
+        approvals.resume(run, {"decision": "approve", "approver": "bench", "proposal_digest": digest})
+        tool = effects / f"{run}.tool"
+        while not tool.exists():
+            time.sleep(0.01)
+        t_tool = float(tool.read_text().split()[0])
+        t_body = float((effects / f"{run}.body").read_text().splitlines()[-1].split()[0])
+        totals.append(t_tool - t0)
+        to_body.append(t_body - t0)
+        body_to_tool.append(t_tool - t_body)
+        wait_state(http, run, {"COMPLETED"})
+    print(f"[resume] {samples} samples, PREFECT_RUNNER_POLL_FREQUENCY={os.environ['PREFECT_RUNNER_POLL_FREQUENCY']}: "
+          f"resume POST -> approved tool starts: median {statistics.median(totals):.2f} s "
+          f"(min {min(totals):.2f}, max {max(totals):.2f}); of which resume -> flow body starts "
+          f"{statistics.median(to_body):.2f} s (runner poll + new process + imports), flow body replay -> tool "
+          f"{statistics.median(body_to_tool) * 1000:.0f} ms (target median <= 2 s)")
+
+
+def many_suspended(served: Served, http: httpx.Client, approvals: ApprovalsClient, tmp: Path, n: int) -> None:
+    effects = tmp / "many"
+    effects.mkdir()
+    t0 = time.perf_counter()
+    runs = []
+    for i in range(n):
+        model = ScriptedModel(tmp / f"many-model-{i}")
+        model.enqueue(BACKEND, DONE)
+        runs.append(create_run(http, served.deployment_id, {"model": model.model, "effects": str(effects)}))  # type: ignore[attr-defined]
+    created = time.perf_counter() - t0
+    for run in runs:
+        wait_state(http, run, {"PAUSED"}, timeout=1800)
+    all_suspended = time.perf_counter() - t0
+    children = subprocess.run(["ps", "--ppid", str(served.pid), "-o", "pid="], capture_output=True, text=True).stdout.split()
+    print(f"[many] {n} runs created in {created:.1f} s; all {n} suspended after {all_suspended:.1f} s; "
+          f"flow-run processes alive while they wait: {len(children)}")
+    per = []
+    t1 = time.perf_counter()
+    for run in runs:
+        started = time.perf_counter()
+        approvals.approve(run, "bench")
+        per.append(time.perf_counter() - started)
+    approving = time.perf_counter() - t1
+    for run in runs:
+        wait_state(http, run, {"COMPLETED"}, timeout=1800)
+    done = time.perf_counter() - t1
+    tools = sum(1 for p in effects.glob("*.tool"))
+    print(f"[many] approvals: {statistics.median(per) * 1000:.0f} ms median per approval call "
+          f"(p90 {sorted(per)[int(len(per) * 0.9)] * 1000:.0f} ms; show + resume over HTTP), {approving:.1f} s for all; "
+          f"all {n} completed {done:.1f} s after the first approval; tool ran {tools} times for {n} runs")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--poll", type=int, default=1)
+    parser.add_argument("--skip", default="", help="comma-separated: overhead,resume,many")
+    args = parser.parse_args()
+    skip = set(args.skip.split(","))
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        with LocalPrefectServer(tmp / "home", runner_poll_frequency=args.poll) as server:
+            os.environ.update(server.client_env(), AGENT_STATE_DIR=str(tmp / "state"))
+            if "overhead" not in skip:
+                overhead(tmp)
+            with httpx.Client(base_url=server.api_url, timeout=30, trust_env=False) as http, \
+                    ApprovalsClient(server.api_url) as approvals:
+                served = Served(HERE / "bench_flows.py", dict(os.environ), http, "bench-gate/bench", tmp / "serve.log")
+                served.deployment_id = served.start()  # type: ignore[attr-defined]
+                try:
+                    if "resume" not in skip:
+                        resume_latency(served, http, approvals, tmp, args.samples)
+                    if "many" not in skip:
+                        many_suspended(served, http, approvals, tmp, args.runs)
+                finally:
+                    served.stop()
+
+
+if __name__ == "__main__":
+    main()
