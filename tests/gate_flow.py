@@ -16,6 +16,7 @@ from prefect import flow, task
 from prefect.runtime import flow_run
 
 from agents.adapter import run_agent, run_scoped_key
+from agents.adapter.serving import serve_deployments
 from agents.deploybot import DEPLOY_AGENT
 from agents.execution import ToolContext
 from agents.thread import ContextEvent, Event, Thread, TriggerEvent
@@ -78,4 +79,4 @@ def gate_demo(sha: str, effects_dir: str, model: str, approval_timeout_s: float 
 
 
 if __name__ == "__main__":
-    gate_demo.serve(name="gate")
+    serve_deployments(gate_demo.to_deployment(name="gate"))

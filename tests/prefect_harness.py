@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["Served", "create_run", "flow_state", "wait_state"]
+__all__ = ["Served", "create_run", "flow_state", "lines", "next_pause", "wait_state"]
 
 
 def _retrying(call: Any, *args: Any, **kwargs: Any) -> httpx.Response:
@@ -92,3 +92,25 @@ def wait_state(http: httpx.Client, run_id: str, types: set[str], timeout: float 
             raise AssertionError(f"run {run_id} ended {state['type']}: {state.get('message')}")
         time.sleep(0.1)
     raise TimeoutError(f"run {run_id} not in {types} after {timeout}s; last state {state.get('type')}/{state.get('name')}")
+
+
+def next_pause(http: httpx.Client, run_id: str, after: str | None = None, timeout: float = 90) -> str:
+    """Wait for a suspension whose key differs from `after` and whose form is stored; returns its key.
+
+    Prefect sets the run Suspended first and stores the form (schema, then description) right after; a resume in
+    between is refused ("Run input schema not found"), so wait for the description, the last input written.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = wait_state(http, run_id, {"PAUSED"}, timeout=deadline - time.monotonic())
+        key = state["state_details"]["pause_key"]
+        keyset = state["state_details"].get("run_input_keyset") or {}
+        if key != after and (not keyset or _retrying(http.get, f"/flow_runs/{run_id}/input/{keyset['description']}")
+                             .status_code == 200):
+            return key
+        time.sleep(0.1)
+    raise TimeoutError(f"no new suspension after {after}")
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []

@@ -13,8 +13,8 @@ import pytest
 
 from agents.adapter.local_server import LocalPrefectServer
 from agents.scripted import ScriptedModel
-from prefect_harness import Served, create_run, flow_state, wait_state
-from test_gate import BACKEND, DONE, SHA, lines, next_pause
+from prefect_harness import Served, create_run, flow_state, lines, next_pause, wait_state
+from test_gate import BACKEND, DONE, SHA
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).parent

@@ -104,6 +104,8 @@ class ApprovalsClient:
             return None
         description = self._input(run["id"], keyset["description"]) or ""
         schema = self._input(run["id"], keyset["schema"]) or {}
+        if not schema or not description:
+            return None  # Prefect sets Suspended before it stores the form: not answerable yet
         digest = schema.get("properties", {}).get("proposal_digest", {}).get("default", "")
         flow = self._request("GET", f"/flows/{run['flow_id']}").json().get("name", "")
         return PendingRequest(run_id=run["id"], run_name=run.get("name", ""), flow_name=flow,

@@ -23,6 +23,7 @@ from flows.targets.errors import (
     UnknownRevisionError,
 )
 from flows.targets.local import LocalTargets
+from flows.targets.settings import TargetSettings
 
 __all__ = [
     "ENVIRONMENTS",
@@ -41,6 +42,7 @@ __all__ = [
     "ServiceState",
     "TargetConfigError",
     "TargetError",
+    "TargetSettings",
     "UnknownRevisionError",
     "load_command_config",
 ]

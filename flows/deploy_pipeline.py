@@ -1,0 +1,188 @@
+"""The deploy pipeline: staging deploy and e2e (no LLM), then the deploy agent, production e2e, and on failure the
+rollback agent. A thin DAG: targets live in flows.targets, context shaping in flows.prefetch, the tools that change
+production in flows.production, report rows in flows.report.
+
+Durability rules: every step is a task with a persisted result and a run-scoped cache key built from plain data
+(`run_scoped_key`), so when a suspended run resumes and this function runs again from the top, nothing already done
+runs twice and the agents' threads are rebuilt byte for byte (their LLM steps are cached on the thread digest).
+The pre-fetched context in particular MUST come from cached tasks: production changes while the run is suspended.
+"""
+
+# No `from __future__ import annotations` here: the runner loads this file from its entrypoint under another module
+# name, and Prefect's parameter model could not resolve string annotations such as "TargetSettings" there.
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.context import FlowRunContext
+from prefect.runtime import flow_run
+from prefect.states import Failed, State
+
+from agents.adapter import run_agent, run_scoped_key
+from agents.deploybot import DEPLOY_AGENT
+from agents.llm import preflight
+from agents.rollback import ROLLBACK_AGENT
+from agents.thread import DoneEvent, ProposalEvent, ResultEvent, Thread
+from flows import prefetch, report
+from flows.production import deploy_tools, rollback_tools
+from flows.targets.base import SERVICES
+from flows.targets.gitinfo import commits_between, recent_tags, tags_by_sha
+from flows.targets.settings import TargetSettings
+
+__all__ = ["REPORT_KEY", "deploy_pipeline"]
+
+REPORT_KEY = "deploy-report"
+
+
+def _run_id() -> str:
+    return str(flow_run.get_id())
+
+
+def _run_started() -> datetime:
+    """When the run first started (the server's record, the same in every process that resumes it)."""
+    context = FlowRunContext.get()
+    started = context.flow_run.start_time if context and context.flow_run else None
+    return started or datetime.now(UTC)
+
+
+@task(persist_result=True, cache_key_fn=run_scoped_key("resolve-sha", "ref"), task_run_name="resolve {ref}")
+def resolve_sha(targets: TargetSettings, ref: str) -> str:
+    return targets.build().resolve(ref)
+
+
+@task(persist_result=True, cache_key_fn=run_scoped_key("staging-deploy", "service", "sha"),
+      task_run_name="deploy {service} to staging")
+def deploy_to_staging(targets: TargetSettings, service: str, sha: str) -> dict[str, Any]:
+    result = targets.build().deploy(service, "staging", sha, idempotency_key=f"{_run_id()}:staging:{service}")
+    return result.model_dump(mode="json")
+
+
+@task(persist_result=True, cache_key_fn=run_scoped_key("e2e", "env", "phase"), task_run_name="e2e {env} ({phase})")
+def run_e2e(targets: TargetSettings, env: str, phase: str) -> dict[str, Any]:
+    """`phase` makes each e2e of a run its own step (after the deploy, after a rollback)."""
+    return targets.build().run_e2e(env).model_dump(mode="json")
+
+
+@task(persist_result=True, cache_key_fn=run_scoped_key("state", "env", "phase"),
+      task_run_name="state of {env} ({phase})")
+def fetch_state(targets: TargetSettings, env: str, phase: str) -> dict[str, Any]:
+    return targets.build().state(env).model_dump(mode="json")
+
+
+@task(persist_result=True, cache_key_fn=run_scoped_key("tags"), task_run_name="tags")
+def fetch_tags(targets: TargetSettings) -> dict[str, Any]:
+    repo = targets.build().repo
+    if repo is None:
+        return {"recent": "unknown: no repo in the target config", "by_sha": {}}
+    return {"recent": recent_tags(repo), "by_sha": tags_by_sha(repo)}
+
+
+@task(persist_result=True, cache_key_fn=run_scoped_key("commits", "sha"), task_run_name="commits to {sha:.12}")
+def fetch_commits(targets: TargetSettings, sha: str, bases: list[str]) -> Any:
+    repo = targets.build().repo
+    if repo is None:
+        return "unknown: no repo in the target config"
+    return commits_between(repo, sha, bases)
+
+
+@task(persist_result=True, cache_key_fn=run_scoped_key("report", "outcome"), task_run_name="report ({outcome})")
+def publish_report(rows: list[dict[str, Any]], outcome: str, message: str) -> str:
+    """A cached task, so a replayed or restarted run does not add a second version."""
+    create_table_artifact(table=rows, key=REPORT_KEY, description=f"deploy pipeline: **{outcome}**: {message}")
+    return outcome
+
+
+@flow(name="deploy-pipeline", persist_result=True)
+def deploy_pipeline(
+    sha: str,
+    targets: TargetSettings = TargetSettings(),  # noqa: B008 (frozen pydantic model: a safe default)
+    model: str | None = None,
+    approval_timeout_s: float | None = None,
+    source: str = "cli",
+    actor: str = "unknown",
+) -> dict[str, Any] | State:
+    """Deploy `sha` (a SHA, short SHA or tag) to staging, test it, let the deploy agent promote it to production
+    with approvals, test production, and roll back with the rollback agent's approved proposals if that fails."""
+    logger = get_run_logger()
+    # Configuration first: a bad model, target config or SHA fails here, before anything is deployed.
+    model = preflight(model)
+    targets.build()
+    full = resolve_sha(targets, sha)
+    rows: list[dict[str, Any]] = []
+
+    def finish(outcome: str, message: str, ok: bool) -> dict[str, Any] | State:
+        now = datetime.now(UTC)
+        rows.append(report.outcome_row(outcome, message, at=now, seconds=(now - _run_started()).total_seconds()))
+        publish_report(rows, outcome, message)
+        (logger.info if ok else logger.error)("%s: %s", outcome, message)
+        result = {"outcome": outcome, "sha": full, "message": message}
+        return result if ok else Failed(message=message, data=result)
+
+    staging = [deploy_to_staging(targets, service, full) for service in SERVICES]
+    rows += [report.deploy_row(r) for r in staging]
+    broken = [r["message"] for r in staging if not r["ok"]]
+    staging_e2e = None if broken else run_e2e(targets, "staging", "staging")
+    if staging_e2e is not None:
+        rows.append(report.e2e_row(staging_e2e))
+    if broken or not staging_e2e["passed"]:
+        why = "; ".join(broken) or f"failed checks: {_failing(staging_e2e)}"
+        return finish("staging_failed", f"staging rejected {full[:12]}: {why}. Nothing was deployed to production.",
+                      ok=False)
+
+    prod = fetch_state(targets, "production", "before-deploy")
+    tags = fetch_tags(targets)
+    commits = fetch_commits(targets, full, prefetch.released_shas(prod))
+    thread = prefetch.deploy_thread(_run_id(), full, sha, source=source, actor=actor, prod=prod, tags=tags,
+                                    commits=commits, staging_e2e=staging_e2e)
+    deployed = run_agent(DEPLOY_AGENT, thread, deploy_tools(targets, full), model=model,
+                         approval_timeout_s=approval_timeout_s)
+    prod_e2e = run_e2e(targets, "production", "after-deploy")
+    after = fetch_state(targets, "production", "after-deploy")
+    rows += report.agent_rows("deploy", deployed, after["history"])
+    rows.append(report.e2e_row(prod_e2e, "after deploy"))
+    if prod_e2e["passed"]:
+        ended = deployed.events[-1]
+        if isinstance(ended, DoneEvent):
+            return finish("deployed", f"{full[:12]} is in production: {ended.message}", ok=True)
+        return finish("deploy_escalated", f"the deploy agent escalated: {_said(deployed)}; production e2e passes",
+                      ok=False)
+
+    # Production is broken: a fresh thread for the rollback agent, then production e2e again if anything ran.
+    failed = f"production e2e failed after deploying {full[:12]} ({_failing(prod_e2e)})"
+    thread = prefetch.rollback_thread(_run_id(), full, actor=actor, deployed=deployed, prod_e2e=prod_e2e, prod=after,
+                                      tags=tags)
+    rolled = run_agent(ROLLBACK_AGENT, thread, rollback_tools(targets), model=model,
+                       approval_timeout_s=approval_timeout_s)
+    final = fetch_state(targets, "production", "after-rollback")
+    rows += report.agent_rows("rollback", rolled, final["history"])
+    if not rolled.of_type(ResultEvent):
+        outcome = "rollback_escalated" if _escalated(rolled) else "prod_failed"
+        return finish(outcome, f"{failed}; nothing was rolled back; the rollback agent said: {_said(rolled)}",
+                      ok=False)
+    again = run_e2e(targets, "production", "after-rollback")
+    rows.append(report.e2e_row(again, "after rollback"))
+    now = ", ".join(f"{s} on {final['services'][s]['sha'][:12]}" for s in SERVICES if final["services"][s]["sha"])
+    if again["passed"]:
+        return finish("rolled_back", f"{failed}; rolled back ({now}); production e2e passes again", ok=False)
+    return finish("rollback_failed", f"{failed} and still fails after the rollback ({_failing(again)}); "
+                                     f"production: {now}. A human must look now", ok=False)
+
+
+def _failing(e2e: dict[str, Any]) -> str:
+    return ", ".join(c["name"] for c in e2e["checks"] if not c["ok"])
+
+
+def _said(thread: Thread) -> str:
+    """The agent's last word: its terminal tool's message, or why the limits stopped it."""
+    last = thread.events[-1]
+    return last.message if isinstance(last, DoneEvent) else getattr(last, "reason", "")
+
+
+def _escalated(thread: Thread) -> bool:
+    """Stopped by the limits, or by calling its `escalate` tool (a terminal tool, like done_for_now)."""
+    done = thread.events[-1]
+    if not isinstance(done, DoneEvent) or done.proposal_id is None:
+        return True
+    return any(isinstance(e, ProposalEvent) and e.id == done.proposal_id and e.intent == "escalate"
+               for e in thread.events)
