@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
+from agents.commits import is_sha, same_commit
 from agents.thread import ContextEvent, ProposalEvent, ResultEvent, TriggerEvent
 from agents.tools import Agent, Tool
 
@@ -34,7 +35,6 @@ __all__ = [
 
 TARGET_CONTEXT = "target"
 PROD_CONTEXT = "prod_versions"
-_SHA = re.compile(r"^[0-9a-f]{7,40}$")
 _SHA_IN_TEXT = re.compile(r"\b[0-9a-f]{7,40}\b")
 
 Sha = Field(min_length=7, max_length=40, pattern=r"^[0-9a-f]{7,40}$", description="The commit SHA to deploy.")
@@ -48,7 +48,7 @@ def _context(thread: Thread, name: str) -> object:
 def target_sha(thread: Thread) -> str | None:
     """The SHA this run deploys: the `target` context, else the only SHA the trigger names; None when unsure."""
     payload = _context(thread, TARGET_CONTEXT)
-    if isinstance(payload, dict) and isinstance(payload.get("sha"), str) and _SHA.match(payload["sha"].lower()):
+    if isinstance(payload, dict) and is_sha(payload.get("sha")):
         return payload["sha"].lower()
     trigger = next((e for e in thread.events if isinstance(e, TriggerEvent)), None)
     words = _SHA_IN_TEXT.findall(trigger.request.lower()) if trigger else []
@@ -56,25 +56,17 @@ def target_sha(thread: Thread) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
-def _same_commit(a: object, b: object) -> bool:
-    """Equal SHAs, either possibly abbreviated (git shows 7-12 characters)."""
-    if not (isinstance(a, str) and isinstance(b, str) and _SHA.match(a.lower()) and _SHA.match(b.lower())):
-        return False
-    a, b = a.lower(), b.lower()
-    return a.startswith(b) or b.startswith(a)
-
-
 def needs_deploy(thread: Thread, service: str, intent: str) -> bool:
     """False when production already runs the target for `service`, or this thread already deployed it there."""
     target = target_sha(thread)
     prod = _context(thread, PROD_CONTEXT)
     running = prod.get(service) if isinstance(prod, dict) else None
-    if target and isinstance(running, dict) and _same_commit(running.get("sha"), target):
+    if target and isinstance(running, dict) and same_commit(running.get("sha"), target):
         return False
     proposals = {e.id: e for e in thread.events if isinstance(e, ProposalEvent)}
     for result in (e for e in thread.events if isinstance(e, ResultEvent) and e.intent == intent):
         proposal = proposals.get(result.proposal_id)
-        if target is None or (proposal is not None and _same_commit(proposal.args.get("sha"), target)):
+        if target is None or (proposal is not None and same_commit(proposal.args.get("sha"), target)):
             return False
     return True
 

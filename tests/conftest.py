@@ -81,3 +81,39 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
         finally:
             os.environ.clear()
             os.environ.update(saved)
+
+
+@pytest.fixture
+def http(prefect_server):  # noqa: ANN001, ANN201
+    """An API client for the session server (retries are the caller's business: see prefect_harness)."""
+    import httpx
+
+    with httpx.Client(base_url=prefect_server.api_url, auth=prefect_server.httpx_auth, timeout=30, trust_env=False) as c:
+        yield c
+
+
+@pytest.fixture
+def served(prefect_server, http, tmp_path: Path):  # noqa: ANN001, ANN201
+    """tests/gate_flow.py served by flow.serve in its own process group, stopped after the test."""
+    from prefect_harness import Served
+
+    env = {k: v for k, v in os.environ.items() if k != "AGENT_MODEL"}
+    s = Served(Path(__file__).parent / "gate_flow.py", env, http, "gate-demo/gate", tmp_path / "serve.log")
+    s.deployment_id = s.start()  # type: ignore[attr-defined]
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def approvals(prefect_server):  # noqa: ANN001, ANN201
+    from agents.adapter.approvals import ApprovalsClient
+
+    with ApprovalsClient(prefect_server.api_url, prefect_server.auth_string) as client:
+        yield client
+
+
+@pytest.fixture
+def effects(tmp_path: Path) -> Path:
+    path = tmp_path / "effects"
+    path.mkdir()
+    return path

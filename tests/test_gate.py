@@ -7,65 +7,18 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from agents.adapter.approvals import ApprovalsClient, ResumeRefused
-from agents.adapter.local_server import LocalPrefectServer
 from agents.adapter.store import ThreadStore
 from agents.scripted import ScriptedModel
-from prefect_harness import Served, create_run, flow_state, lines, next_pause, wait_state
+from gate_support import BACKEND, DONE, FRONTEND, SHA, call, start
+from prefect_harness import Served, flow_state, lines, next_pause, wait_state
 
 pytestmark = pytest.mark.slow
-
-SHA = "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c"
-HERE = Path(__file__).parent
-
-
-def call(intent: str, **args: str) -> dict[str, Any]:
-    return {"call": {"intent": intent, **args}}
-
-
-FRONTEND, BACKEND = call("deploy_frontend_to_prod", sha=SHA), call("deploy_backend_to_prod", sha=SHA)
-DONE = call("done_for_now", message="both services on the new SHA")
-
-
-@pytest.fixture
-def http(prefect_server: LocalPrefectServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=prefect_server.api_url, auth=prefect_server.httpx_auth, timeout=30, trust_env=False) as c:
-        yield c
-
-
-@pytest.fixture
-def served(prefect_server: LocalPrefectServer, http: httpx.Client, tmp_path: Path) -> Iterator[Served]:
-    env = {k: v for k, v in os.environ.items() if k not in ("AGENT_MODEL",)}
-    s = Served(HERE / "gate_flow.py", env, http, "gate-demo/gate", tmp_path / "serve.log")
-    s.deployment_id = s.start()  # type: ignore[attr-defined]
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def approvals(prefect_server: LocalPrefectServer) -> Iterator[ApprovalsClient]:
-    with ApprovalsClient(prefect_server.api_url, prefect_server.auth_string) as client:
-        yield client
-
-
-@pytest.fixture
-def effects(tmp_path: Path) -> Path:
-    path = tmp_path / "effects"
-    path.mkdir()
-    return path
-
-
-def start(served: Served, http: httpx.Client, scripted: ScriptedModel, effects: Path, **params: Any) -> str:
-    parameters = {"sha": SHA, "effects_dir": str(effects), "model": scripted.model, **params}
-    return create_run(http, served.deployment_id, parameters)  # type: ignore[attr-defined]
-
 
 def alive(pid: int) -> bool:
     try:

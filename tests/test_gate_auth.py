@@ -14,7 +14,7 @@ import pytest
 from agents.adapter.local_server import LocalPrefectServer
 from agents.scripted import ScriptedModel
 from prefect_harness import Served, create_run, flow_state, lines, next_pause, wait_state
-from test_gate import BACKEND, DONE, SHA
+from gate_support import BACKEND, DONE, SHA
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).parent

@@ -60,7 +60,8 @@ class ApprovalsClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One API call with the server's transient 50x retried and a 401 turned into a clear error."""
         for attempt in range(6):
             response = self.http.request(method, path, **kwargs)
             if response.status_code not in _RETRY_STATUSES:
@@ -73,7 +74,7 @@ class ApprovalsClient:
     def pending(self) -> list[PendingRequest]:
         """Every suspended run that waits for an approval or an answer, oldest first."""
         body = {"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}, "sort": "START_TIME_ASC", "limit": 200}
-        response = self._request("POST", "/flow_runs/filter", json=body)
+        response = self.request("POST", "/flow_runs/filter", json=body)
         response.raise_for_status()
         found = []
         for run in response.json():
@@ -83,7 +84,7 @@ class ApprovalsClient:
         return found
 
     def show(self, run_id: str) -> PendingRequest:
-        response = self._request("GET", f"/flow_runs/{run_id}")
+        response = self.request("GET", f"/flow_runs/{run_id}")
         if response.status_code == 404:
             raise ResumeRefused(f"no flow run {run_id}")
         response.raise_for_status()
@@ -107,13 +108,13 @@ class ApprovalsClient:
         if not schema or not description:
             return None  # Prefect sets Suspended before it stores the form: not answerable yet
         digest = schema.get("properties", {}).get("proposal_digest", {}).get("default", "")
-        flow = self._request("GET", f"/flows/{run['flow_id']}").json().get("name", "")
+        flow = self.request("GET", f"/flows/{run['flow_id']}").json().get("name", "")
         return PendingRequest(run_id=run["id"], run_name=run.get("name", ""), flow_name=flow,
                               kind="approval" if key.startswith("approve-") else "question", key=key,
                               description=description, proposal_digest=digest, expires_at=details.get("pause_timeout"))
 
     def _input(self, run_id: str, key: str) -> Any:
-        response = self._request("GET", f"/flow_runs/{run_id}/input/{key}")
+        response = self.request("GET", f"/flow_runs/{run_id}/input/{key}")
         if response.status_code == 404:
             return None
         response.raise_for_status()
@@ -144,7 +145,7 @@ class ApprovalsClient:
 
     def resume(self, run_id: str, run_input: dict[str, Any]) -> None:
         """POST /flow_runs/{id}/resume, exactly what the UI sends; the server's refusal reason is raised as is."""
-        response = self._request("POST", f"/flow_runs/{run_id}/resume", json={"run_input": run_input})
+        response = self.request("POST", f"/flow_runs/{run_id}/resume", json={"run_input": run_input})
         if response.status_code >= 400:
             raise ResumeRefused(f"server answered HTTP {response.status_code}: {response.text[:300]}")
         result = response.json()

@@ -1,0 +1,7 @@
+"""Entry point of `python -m agents.evals`."""
+
+import sys
+
+from agents.evals.cli import main
+
+sys.exit(main())
