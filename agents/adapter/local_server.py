@@ -180,6 +180,8 @@ class LocalPrefectServer:
         )
         if self.auth_string is not None:
             env["PREFECT_SERVER_API_AUTH_STRING"] = self.auth_string
+        if self.ui:  # the UI's JavaScript calls 127.0.0.1:4200 unless told where the API is
+            env["PREFECT_SERVER_UI_API_URL"] = self.api_url
         env.update(self.server_env)
         return env
 

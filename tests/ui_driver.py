@@ -1,0 +1,299 @@
+"""Drive the Prefect UI (v2, prefect 3.9) in the system's headless Chromium: a small page-object layer for tests.
+
+Selectors are roles and visible text, checked against prefect 3.9.1's UI v2 with Debian chromium 156 and Python
+playwright 1.65:
+
+- run page ``/v2/runs/flow-run/<id>``: the state is a badge next to the breadcrumb (navigation "breadcrumb");
+  the kebab is button "Open menu" -> menuitem "Resume" -> dialog "Resume Flow Run";
+- in the dialog, the run input's description is rendered as Markdown; a ``Literal`` field is a popover: button
+  "Select <Field>" -> option "<value>"; a ``str`` field is a textbox named after its title ("Feedback (Optional)"
+  when it has a default); submit with button "Resume"; the UI then shows the notice "Flow run resumed";
+- run page tab "Artifacts": one link per artifact (named after its key) -> ``/v2/artifacts/artifact/<id>``, where a
+  Markdown artifact is rendered (tables included).
+
+Playwright is imported lazily by ``require_chromium()`` / ``launch()`` so a missing package fails the test with a
+clear message instead of breaking collection. The browser never leaves 127.0.0.1: every other request is aborted
+(the UI tries to reach an analytics host even with analytics off). Nothing waits for ``networkidle`` (the UI polls
+the API forever); every wait is for a role or text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from playwright.sync_api import BrowserContext, Locator, Page, Playwright, Request
+
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "ArtifactPage", "Browser", "ResumeDialog", "RunPage", "Screenshots",
+           "require_chromium", "until"]
+
+CHROMIUM = os.environ.get("UI_TEST_CHROMIUM", "/usr/bin/chromium")  # Debian's package; override for other systems
+CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run")
+LOOPBACK = {"127.0.0.1"}
+WAIT_MS = 60_000  # generous: a 2-core machine running a server, a runner and a browser at once
+
+
+def require_chromium() -> str:
+    """The problem with the browser set-up, or "" when Chromium and playwright are both there."""
+    problems = []
+    if not Path(CHROMIUM).exists():
+        problems.append(f"{CHROMIUM} not found: install Debian's browser with `apt-get install -y chromium`")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        problems.append("the Python package `playwright` is not installed: `pip install playwright` (never run "
+                        "`playwright install`; the test uses the system Chromium)")
+    return "; ".join(problems)
+
+
+class Screenshots:
+    """Numbered PNGs of each step in one directory; a failing step leaves a FAILED-... shot."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.count = 0
+        self.taken: list[Path] = []
+        self.timings: list[tuple[str, float, float]] = []
+
+    def path(self, name: str) -> Path:
+        self.count += 1
+        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+        return self.directory / f"{self.count:02d}-{slug}.png"
+
+    def take(self, page: Page, name: str, element: Locator | None = None) -> Path:
+        path = self.path(name)
+        page.screenshot(path=str(path))
+        self.taken.append(path)
+        if element is not None:  # a dialog scrolls inside itself: a full-page shot shows only part of it
+            with contextlib.suppress(Exception):
+                element_path = path.with_name(path.stem + "-dialog.png")
+                element.screenshot(path=str(element_path))
+                self.taken.append(element_path)
+        return path
+
+    @contextlib.contextmanager
+    def step(self, page: Page, name: str, element: Callable[[], Locator | None] = lambda: None) -> Iterator[None]:
+        """Run a step; screenshot it when it succeeded, and as FAILED-<name> (then re-raise) when it did not."""
+        started = time.monotonic()
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.take(page, f"FAILED-{name}", element())
+            raise
+        taken = time.monotonic()
+        self.take(page, name, element())
+        self.timings.append((name, round(taken - started, 2), round(time.monotonic() - taken, 2)))
+
+
+class Browser:
+    """Headless system Chromium with a fresh profile; only 127.0.0.1 is reachable."""
+
+    def __init__(self, user_data_dir: Path, *, viewport: tuple[int, int] = (1400, 1000)) -> None:
+        self.user_data_dir, self.viewport = user_data_dir, viewport
+        self.blocked: list[str] = []
+        self._playwright: Playwright | None = None
+        self.context: BrowserContext | None = None
+
+    def launch(self) -> Browser:
+        from playwright.sync_api import sync_playwright
+
+        self._playwright = sync_playwright().start()
+        try:
+            self.context = self._playwright.chromium.launch_persistent_context(
+                self.user_data_dir, executable_path=CHROMIUM, args=list(CHROMIUM_ARGS), headless=True,
+                viewport={"width": self.viewport[0], "height": self.viewport[1]}, service_workers="block",
+            )
+            self.context.set_default_timeout(WAIT_MS)
+            self.context.route("**/*", self._only_loopback)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _only_loopback(self, route: Any) -> None:
+        if urlsplit(route.request.url).hostname in LOOPBACK:
+            route.continue_()
+        else:
+            self.blocked.append(route.request.url)
+            route.abort()
+
+    def new_page(self) -> Page:
+        assert self.context is not None, "launch() first"
+        return self.context.new_page()
+
+    def close(self) -> None:
+        """Close the browser (its processes end with it) and stop Playwright's driver process. Idempotent."""
+        context, self.context = self.context, None
+        playwright, self._playwright = self._playwright, None
+        try:
+            if context is not None:
+                context.close()
+        finally:
+            if playwright is not None:
+                playwright.stop()
+
+
+def until(check: Callable[[], Any], what: str, timeout: float = 60, interval: float = 0.1) -> Any:
+    """Poll `check` until it returns something truthy; its last exception or a TimeoutError otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+            if value:
+                return value
+            error: BaseException | None = None
+        except Exception as err:  # noqa: BLE001
+            error = err
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not true after {timeout:.0f} s" + (f" (last error: {error})" if error else ""))
+        time.sleep(interval)
+
+
+class ResumeDialog:
+    """The "Resume Flow Run" dialog: the rendered description and the form built from the run input's schema."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.root = page.get_by_role("dialog", name="Resume Flow Run")
+        self.retries = 0  # submits refused with 502/503/504 and clicked again
+
+    def proposal_heading(self) -> str:
+        """Text of the Markdown heading that says what the agent proposes (waits for it to render)."""
+        heading = self.root.get_by_role("heading", name="proposes")
+        heading.first.wait_for()
+        return heading.first.inner_text()
+
+    def textbox(self, field: str) -> Locator:
+        """A `str` field: its accessible name is the field title, plus " (Optional)" when it has a default."""
+        return self.root.get_by_role("textbox", name=re.compile(rf"^{re.escape(field)}( \(Optional\))?$"))
+
+    def choose(self, field: str, value: str) -> None:
+        """A `Literal` field: button "Select <Field>" opens a listbox of options."""
+        select = self.root.get_by_role("button", name=f"Select {field}")
+        select.click()
+        self.page.get_by_role("option", name=value, exact=True).click()
+        until(lambda: value in select.inner_text(), f"{field} shows {value!r}", timeout=10)
+
+    def fill(self, field: str, value: str) -> None:
+        box = self.textbox(field)
+        box.fill(value)
+        until(lambda: box.input_value() == value, f"{field} holds {value!r}", timeout=10)
+
+    def value(self, field: str) -> str:
+        return self.textbox(field).input_value()
+
+    def show_form_end(self) -> None:
+        """Scroll the dialog so the filled form and the submit button are in its screenshot."""
+        self.root.get_by_role("button", name="Resume", exact=True).scroll_into_view_if_needed()
+
+    def submit(self, attempts: int = 5) -> dict[str, Any]:
+        """Click "Resume"; return the run_input the UI POSTed once the server accepted it and the UI said so.
+
+        A SQLite-backed server answers 503 when its database is locked (the runner, the UI's polling and the
+        server's services all write); the resume transaction is then rolled back, the UI says "Failed to resume
+        flow run" and keeps the dialog open with the form filled in. A person clicks Resume again; so do we.
+        """
+        def is_resume(request: Request) -> bool:
+            return request.method == "POST" and urlsplit(request.url).path.endswith("/resume")
+
+        for attempt in range(1, attempts + 1):
+            with self.page.expect_response(lambda r: is_resume(r.request)) as answered:
+                self.root.get_by_role("button", name="Resume", exact=True).click()
+            response = answered.value
+            if response.status in (502, 503, 504) and attempt < attempts:
+                self.retries += 1
+                self.page.get_by_text("Failed to resume flow run").first.wait_for()
+                time.sleep(0.5 * attempt)
+                continue
+            assert response.ok, f"resume POST failed: HTTP {response.status} {response.text()[:300]}"
+            body = response.json()
+            assert body.get("status") == "ACCEPT", f"the server refused the UI's input: {body}"
+            self.page.get_by_text("Flow run resumed").first.wait_for()
+            return json.loads(response.request.post_data or "{}")["run_input"]
+        raise AssertionError("unreachable")
+
+
+class RunPage:
+    """The flow run page of UI v2."""
+
+    def __init__(self, page: Page, ui_url: str, run_id: str) -> None:
+        self.page, self.ui_url, self.run_id = page, ui_url.rstrip("/"), run_id
+
+    @property
+    def url(self) -> str:
+        return f"{self.ui_url}/v2/runs/flow-run/{self.run_id}"
+
+    def header(self) -> Locator:
+        """The innermost block holding the breadcrumb and the state badge."""
+        return self.page.locator("div", has=self.page.get_by_role("navigation", name="breadcrumb")).last
+
+    def state_badge(self, state: str) -> Locator:
+        return self.header().get_by_text(state, exact=True)
+
+    def open(self, state: str | None = None) -> RunPage:
+        self.page.goto(self.url, wait_until="domcontentloaded")
+        self.page.get_by_role("button", name="Open menu").first.wait_for()
+        if state is not None:
+            self.wait_for_state(state)
+        return self
+
+    def wait_for_state(self, state: str, timeout: float = 60, reload_every: float = 20) -> None:
+        """Wait for the header's state badge; the UI polls, but reload now and then in case a poll was missed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                self.state_badge(state).wait_for(timeout=max(1.0, min(reload_every, remaining)) * 1000)
+                return
+            except Exception:
+                if time.monotonic() >= deadline:
+                    raise
+                self.page.reload(wait_until="domcontentloaded")
+
+    def resume_dialog(self) -> ResumeDialog:
+        self.page.get_by_role("button", name="Open menu").first.click()
+        self.page.get_by_role("menuitem", name="Resume").click()
+        dialog = ResumeDialog(self.page)
+        dialog.root.wait_for()
+        return dialog
+
+    def artifacts_tab(self) -> Locator:
+        self.page.get_by_role("tab", name="Artifacts").click()
+        return self.page.get_by_role("tabpanel")
+
+    def open_artifact(self, key: str, artifact_id: str) -> ArtifactPage:
+        """From the Artifacts tab, follow the link of artifact `artifact_id` (one version of `key`)."""
+        panel = self.artifacts_tab()
+        link = panel.get_by_role("link", name=key).and_(panel.locator(f'a[href$="/{artifact_id}"]'))
+        link.wait_for()
+        link.click()
+        self.page.wait_for_url(re.compile(rf"/artifacts/artifact/{re.escape(artifact_id)}"))
+        return ArtifactPage(self.page)
+
+
+class ArtifactPage:
+    """A Markdown artifact rendered by the UI (``/v2/artifacts/artifact/<id>``)."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+
+    def heading(self, text: str) -> Locator:
+        heading = self.page.get_by_role("heading", name=text)
+        heading.first.wait_for()
+        return heading.first
+
+    def rows(self, kind: str) -> list[str]:
+        """Texts of the rendered table's rows whose cell is exactly `kind` (e.g. "decision")."""
+        rows = self.page.get_by_role("row").filter(has=self.page.get_by_role("cell", name=kind, exact=True))
+        rows.first.wait_for()
+        return [" ".join(t.split()) for t in rows.all_inner_texts()]
