@@ -27,7 +27,17 @@ from agents.adapter.tasks import execute_call, llm_step
 from agents.errors import ConfigurationError
 from agents.execution import ToolContext, ToolImpl, check_implementations, idempotency_key, receipt, record
 from agents.llm import build_request, parse_reply, resolve_model
-from agents.reducer import AskModel, AwaitAnswer, AwaitApproval, Escalate, Execute, Finish, Halted, next_action
+from agents.reducer import (
+    AskModel,
+    AwaitAnswer,
+    AwaitApproval,
+    Escalate,
+    Execute,
+    Finish,
+    Halted,
+    model_steps,
+    next_action,
+)
 from agents.thread import AnswerEvent, DecisionEvent, Event, ProposalEvent, ReceiptEvent, Thread
 from agents.tools import Agent
 
@@ -83,7 +93,8 @@ def run_agent(
                 request = build_request(agent, thread, model, **llm_options)
                 reply = llm_step(request, thread.digest())
                 add(parse_reply(agent, thread, reply, request.step))
-                logger.info("%s step %d: %s", agent.name, step, _describe(thread.events[-1]))
+                if thread.events[-1].type == "error":  # proposals are logged where they lead: wait or execute
+                    logger.warning("%s step %d: %s", agent.name, step, _describe(thread.events[-1]))
             case AwaitApproval(proposal=p):
                 attempt = len(thread.for_proposal(DecisionEvent, p.id))
                 suspend_key = approval_key(p.id, attempt)
@@ -116,10 +127,12 @@ def run_agent(
                 assert tool_cls is not None
                 call = tool_cls.model_validate({"intent": p.intent, **p.args})
                 add(execute_call(tools[p.intent], call, ToolContext(idem, thread.id, p.id)))
-                logger.info("%s executed %s: %s", agent.name, p.intent, _describe(thread.events[-1]))
+                logger.info("%s step %d executed %s: %s", agent.name, model_steps(thread), _describe(p),
+                            _describe(thread.events[-1]))
             case Finish() | Escalate():
                 add(action.event)
             case Halted(outcome=outcome):
+                logger.info("%s agent %s: %s", agent.name, outcome, _describe(thread.events[-1]))
                 publish(outcome, f"end-{thread.digest()[:16]}")
                 return thread
             case _:
@@ -128,8 +141,6 @@ def run_agent(
 
 def _request(agent: Agent, thread: Thread, p: ProposalEvent, template: str, timeout: float) -> str:
     expires = (datetime.now(UTC) + timedelta(seconds=timeout)).strftime("%Y-%m-%d %H:%M:%S UTC")
-    from agents.reducer import model_steps
-
     return request_markdown(template, agent.name, thread, p, step=model_steps(thread), max_steps=agent.max_steps,
                             expires_at=expires)
 
