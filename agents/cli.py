@@ -1,4 +1,5 @@
-"""`microagents`: list, show, approve, reject and answer suspended agent runs (Prefect 3 has no resume command)."""
+"""`microagents`: list, show, approve, reject and answer suspended agent runs (Prefect 3 has no resume command),
+and `push`: emit the `git.push` event that starts the deploy pipeline (agents.events; a git hook calls it)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="microagents",
-        description="Decide on agent proposals waiting in a Prefect server (PREFECT_API_URL, PREFECT_API_AUTH_STRING).",
+        description="Decide on agent proposals waiting in a Prefect server, or emit a push event "
+                    "(PREFECT_API_URL, PREFECT_API_AUTH_STRING).",
     )
     parser.add_argument("--api-url", help="Prefect API URL (default: $PREFECT_API_URL)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -36,6 +38,14 @@ def _parser() -> argparse.ArgumentParser:
     answer.add_argument("run_id")
     answer.add_argument("text")
     answer.add_argument("--as", dest="who", default=None)
+    push = sub.add_parser("push", help="emit a git.push event: the deploy pipeline's trigger starts a run for the SHA",
+                          description="Emit a git.push event to the Prefect server. A deployment with the pipeline's "
+                                      "trigger (deployments/prefect.yaml) starts a run for SHA when BRANCH is main.")
+    push.add_argument("--sha", required=True, help="the commit SHA (or a tag) to deploy")
+    push.add_argument("--branch", default="main", help="the branch pushed to (default: %(default)s)")
+    push.add_argument("--repo", default="sample-app", help="repository name: resource git.repo.<repo> "
+                                                           "(default: %(default)s)")
+    push.add_argument("--pusher", default=None, help="who pushed (default: your login name)")
     return parser
 
 
@@ -44,9 +54,21 @@ def _line(req: PendingRequest) -> str:
     return f"{req.run_id}  {req.flow_name}/{req.run_name}  {req.kind:<8}  {title}  (expires {req.expires_at or 'never'})"
 
 
+def _push(args: argparse.Namespace) -> None:
+    from agents.events import emit_push
+
+    event = emit_push(args.sha, branch=args.branch, repo=args.repo, pusher=args.pusher, api_url=args.api_url)
+    payload = event["payload"]
+    print(f"{event['id']}  git.push {payload['repo']}@{payload['branch']} {payload['sha'][:12]} "
+          f"by {payload['pusher']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "push":
+            _push(args)
+            return 0
         with ApprovalsClient(api_url=args.api_url) as client:
             match args.command:
                 case "pending":

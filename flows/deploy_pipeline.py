@@ -10,6 +10,8 @@ The pre-fetched context in particular MUST come from cached tasks: production ch
 
 # No `from __future__ import annotations` here: the runner loads this file from its entrypoint under another module
 # name, and Prefect's parameter model could not resolve string annotations such as "TargetSettings" there.
+import fnmatch
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,12 +29,17 @@ from agents.thread import DoneEvent, ProposalEvent, ResultEvent, Thread
 from flows import prefetch, report
 from flows.production import deploy_tools, rollback_tools
 from flows.targets.base import SERVICES
+from flows.targets.errors import UnknownRevisionError
 from flows.targets.gitinfo import commits_between, recent_tags, tags_by_sha
 from flows.targets.settings import TargetSettings
 
-__all__ = ["REPORT_KEY", "deploy_pipeline"]
+__all__ = ["NEWEST_TAG", "REPORT_KEY", "deploy_pipeline", "is_newest_tag_ref"]
 
 REPORT_KEY = "deploy-report"
+# `sha` may be this special ref: the repository's newest tag by creation date (`latest-tag`), or the newest tag whose
+# name matches a glob (`latest-tag:v*`, what the nightly schedule in deployments/prefect.yaml promotes).
+NEWEST_TAG = "latest-tag"
+_TAG_GLOB = re.compile(r"^[A-Za-z0-9._/*?\[\]-]{1,100}$")
 
 
 def _run_id() -> str:
@@ -44,6 +51,31 @@ def _run_started() -> datetime:
     context = FlowRunContext.get()
     started = context.flow_run.start_time if context and context.flow_run else None
     return started or datetime.now(UTC)
+
+
+def is_newest_tag_ref(ref: str) -> bool:
+    """`latest-tag` or `latest-tag:<glob>`."""
+    return ref == NEWEST_TAG or ref.startswith(NEWEST_TAG + ":")
+
+
+@task(persist_result=True, cache_key_fn=run_scoped_key("newest-tag", "ref"), task_run_name="newest tag ({ref})")
+def resolve_newest_tag(targets: TargetSettings, ref: str) -> str:
+    """The name of the newest tag (by creation date: the tagger date of an annotated tag, the commit date of a
+    lightweight one) matching the glob after `latest-tag:` (default: any tag). A cached task: a run resumed the next
+    day still deploys the tag it started with."""
+    pattern = ref[len(NEWEST_TAG) + 1:] if ref.startswith(NEWEST_TAG + ":") else "*"
+    if not _TAG_GLOB.match(pattern):
+        raise UnknownRevisionError(f"{ref!r}: the part after '{NEWEST_TAG}:' must be a tag glob such as v*")
+    repo = targets.build().repo
+    if repo is None:
+        raise UnknownRevisionError(f"{ref!r} needs a git repository to read tags from; set `repo:` in the "
+                                   "command-target config, or pass a SHA")
+    for row in recent_tags(repo, limit=100_000):  # newest first
+        if fnmatch.fnmatchcase(row["tag"], pattern):
+            return row["tag"]
+    which = "no tags" if pattern == "*" else f"no tag matching {pattern!r}"
+    raise UnknownRevisionError(f"{ref!r}: the repository {repo} has {which}; tag a release "
+                               "(`git tag v1.0.0`) or pass a SHA or tag")
 
 
 @task(persist_result=True, cache_key_fn=run_scoped_key("resolve-sha", "ref"), task_run_name="resolve {ref}")
@@ -102,13 +134,16 @@ def deploy_pipeline(
     source: str = "cli",
     actor: str = "unknown",
 ) -> dict[str, Any] | State:
-    """Deploy `sha` (a SHA, short SHA or tag) to staging, test it, let the deploy agent promote it to production
-    with approvals, test production, and roll back with the rollback agent's approved proposals if that fails."""
+    """Deploy `sha` (a SHA, short SHA or tag; `latest-tag` or `latest-tag:<glob>` for the newest tag) to staging,
+    test it, let the deploy agent promote it to production with approvals, test production, and roll back with the
+    rollback agent's approved proposals if that fails."""
     logger = get_run_logger()
     # Configuration first: a bad model, target config or SHA fails here, before anything is deployed.
     model = preflight(model)
     targets.build()
-    full = resolve_sha(targets, sha)
+    ref = resolve_newest_tag(targets, sha) if is_newest_tag_ref(sha) else sha
+    full = resolve_sha(targets, ref)
+    requested = sha if ref == sha else f"{ref} ({sha})"
     rows: list[dict[str, Any]] = []
 
     def finish(outcome: str, message: str, ok: bool) -> dict[str, Any] | State:
@@ -133,7 +168,7 @@ def deploy_pipeline(
     prod = fetch_state(targets, "production", "before-deploy")
     tags = fetch_tags(targets)
     commits = fetch_commits(targets, full, prefetch.released_shas(prod))
-    thread = prefetch.deploy_thread(_run_id(), full, sha, source=source, actor=actor, prod=prod, tags=tags,
+    thread = prefetch.deploy_thread(_run_id(), full, requested, source=source, actor=actor, prod=prod, tags=tags,
                                     commits=commits, staging_e2e=staging_e2e)
     deployed = run_agent(DEPLOY_AGENT, thread, deploy_tools(targets, full), model=model,
                          approval_timeout_s=approval_timeout_s)

@@ -149,8 +149,18 @@ def _suspend(form: Any, key: str, timeout: float, logger: logging.Logger | loggi
     """Suspend until a human answers; on replay the stored answer comes back at once (the key already fired)."""
     from prefect.flow_runs import suspend_flow_run
 
-    logger.info("waiting for %s (suspend key %s)", what, key)
+    logger.info("waiting for %s (suspend key %s): %s", what, key, _where_to_answer())
     return suspend_flow_run(wait_for_input=form, key=key, timeout=int(timeout))
+
+
+def _where_to_answer() -> str:
+    """Tell approvers where to go, with no notification configured: the run's UI page and the CLI."""
+    from prefect.runtime import flow_run
+    from prefect.settings import PREFECT_UI_URL
+
+    run_id, ui = flow_run.get_id(), PREFECT_UI_URL.value()
+    page = f"open {ui.rstrip('/')}/runs/flow-run/{run_id} (menu: Resume), or " if ui else ""
+    return f"{page}run `microagents show {run_id}`"
 
 
 def _answered_at(run_id: str, suspend_key: str) -> datetime:
