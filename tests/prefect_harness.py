@@ -12,10 +12,10 @@ from typing import Any
 
 import httpx
 
-__all__ = ["Served", "create_run", "flow_state", "lines", "next_pause", "wait_state"]
+__all__ = ["Served", "create_run", "flow_state", "lines", "next_pause", "retrying", "wait_state"]
 
 
-def _retrying(call: Any, *args: Any, **kwargs: Any) -> httpx.Response:
+def retrying(call: Any, *args: Any, **kwargs: Any) -> httpx.Response:
     for attempt in range(8):
         response = call(*args, **kwargs)
         if response.status_code not in (502, 503, 504):
@@ -42,9 +42,10 @@ class Served:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"serve process exited: {self.log.read_text()[-2000:]}")
             if "polling for scheduled runs" in self.log.read_text(errors="replace"):
-                response = _retrying(self.http.get, f"/deployments/name/{self.deployment}")
+                response = retrying(self.http.get, f"/deployments/name/{self.deployment}")
                 if response.status_code == 200:
-                    return response.json()["id"]
+                    self.deployment_id: str = response.json()["id"]
+                    return self.deployment_id
             time.sleep(0.1)
         raise TimeoutError(f"{self.deployment} not served after {timeout}s: {self.log.read_text()[-2000:]}")
 
@@ -71,13 +72,13 @@ class Served:
 
 
 def create_run(http: httpx.Client, deployment_id: str, parameters: dict[str, Any]) -> str:
-    response = _retrying(http.post, f"/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters})
+    response = retrying(http.post, f"/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters})
     response.raise_for_status()
     return response.json()["id"]
 
 
 def flow_state(http: httpx.Client, run_id: str) -> dict[str, Any]:
-    response = _retrying(http.get, f"/flow_runs/{run_id}")
+    response = retrying(http.get, f"/flow_runs/{run_id}")
     response.raise_for_status()
     return response.json()["state"]
 
@@ -107,7 +108,7 @@ def next_pause(http: httpx.Client, run_id: str, after: str | None = None, timeou
         state = wait_state(http, run_id, {"PAUSED"}, timeout=deadline - time.monotonic())
         key = state["state_details"]["pause_key"]
         keyset = state["state_details"].get("run_input_keyset") or {}
-        if key != after and (not keyset or _retrying(http.get, f"/flow_runs/{run_id}/input/{keyset['description']}")
+        if key != after and (not keyset or retrying(http.get, f"/flow_runs/{run_id}/input/{keyset['description']}")
                              .status_code == 200):
             return key
         time.sleep(0.1)

@@ -28,7 +28,8 @@ from agents.scripted import ScriptedModel
 from flows.sample_app import SampleAppManifest, create_sample_app
 from flows.targets.processes import is_alive
 from flows.targets.settings import TargetSettings
-from prefect_harness import next_pause, wait_state
+from gate_support import call
+from prefect_harness import next_pause, retrying, wait_state
 
 pytestmark = pytest.mark.slow
 
@@ -38,17 +39,6 @@ POOL = "microagents"
 DEPLOYMENT = "deploy-pipeline/worker"
 
 
-def call(intent: str, **args: str) -> dict[str, Any]:
-    return {"call": {"intent": intent, **args}}
-
-
-def _retrying(call_: Any, *args: Any, **kwargs: Any) -> httpx.Response:
-    for attempt in range(8):
-        response = call_(*args, **kwargs)
-        if response.status_code not in (502, 503, 504):
-            return response
-        time.sleep(0.2 * 2**attempt)
-    return response
 
 
 def pipeline_runs(http: httpx.Client, since: datetime, deployment_id: str | None = None) -> list[dict[str, Any]]:
@@ -60,7 +50,7 @@ def pipeline_runs(http: httpx.Client, since: datetime, deployment_id: str | None
         "limit": 200}
     if deployment_id:
         body["deployments"] = {"id": {"any_": [deployment_id]}}
-    response = _retrying(http.post, "/flow_runs/filter", json=body)
+    response = retrying(http.post, "/flow_runs/filter", json=body)
     response.raise_for_status()
     return response.json()
 
@@ -94,7 +84,7 @@ def deployed(prefect_server: LocalPrefectServer, http: httpx.Client, tmp_path: P
     env = {**os.environ, "PWD": str(ROOT)}  # what a shell in the repo root has; the pull step uses it
     since = datetime.now(UTC) - timedelta(seconds=2)
     created_pool = False
-    if _retrying(http.get, f"/work_pools/{POOL}").status_code == 404:
+    if retrying(http.get, f"/work_pools/{POOL}").status_code == 404:
         pool = prefect_cli("work-pool", "create", POOL, "--type", "process", env=env)
         assert pool.returncode == 0, pool.stdout + pool.stderr
         created_pool = True
@@ -103,27 +93,27 @@ def deployed(prefect_server: LocalPrefectServer, http: httpx.Client, tmp_path: P
     seconds = time.monotonic() - t
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
     assert f"Deployment '{DEPLOYMENT}' successfully created" in deploy.stdout, deploy.stdout
-    deployment = _retrying(http.get, f"/deployments/name/{DEPLOYMENT}").json()
+    deployment = retrying(http.get, f"/deployments/name/{DEPLOYMENT}").json()
     deployment.update(deploy_seconds=seconds, since=since)
     try:
         yield deployment
     finally:
         # This deployment's runs (nightly ones included), and any run our push started elsewhere: a served
         # deploy-pipeline/local left by another module carries the same trigger, and its next runner would run it.
-        runs = _retrying(http.post, "/flow_runs/filter",
+        runs = retrying(http.post, "/flow_runs/filter",
                          json={"deployments": {"id": {"any_": [deployment["id"]]}}, "limit": 200}).json()
         for run in runs + pipeline_runs(http, since):
-            _retrying(http.delete, f"/flow_runs/{run['id']}")
+            retrying(http.delete, f"/flow_runs/{run['id']}")
         # Deleting a deployment leaves its trigger's automation behind (prefect 3.9.1), so remove that first.
-        _retrying(http.delete, f"/automations/owned-by/prefect.deployment.{deployment['id']}")
-        _retrying(http.delete, f"/deployments/{deployment['id']}")
+        retrying(http.delete, f"/automations/owned-by/prefect.deployment.{deployment['id']}")
+        retrying(http.delete, f"/deployments/{deployment['id']}")
         assert owned_automations(http, deployment["id"]) == []
         if created_pool:
-            _retrying(http.delete, f"/work_pools/{POOL}")
+            retrying(http.delete, f"/work_pools/{POOL}")
 
 
 def owned_automations(http: httpx.Client, deployment_id: str) -> list[dict[str, Any]]:
-    automations = _retrying(http.post, "/automations/filter", json={}).json()
+    automations = retrying(http.post, "/automations/filter", json={}).json()
     return [a for a in automations if any(act.get("deployment_id") == deployment_id for act in a["actions"])]
 
 

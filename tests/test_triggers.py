@@ -11,7 +11,6 @@ import json
 import os
 import queue
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -32,7 +31,8 @@ from agents.scripted import ScriptedModel
 from flows.sample_app import SampleAppManifest, create_sample_app
 from flows.targets.errors import UnknownRevisionError
 from flows.targets.settings import TargetSettings
-from prefect_harness import next_pause
+from gate_support import call
+from prefect_harness import Served, next_pause, retrying
 
 pytestmark = pytest.mark.slow
 
@@ -43,17 +43,6 @@ SERVING_LINE = "serving deploy-pipeline/local: cron 0 2 * * * UTC (sha=latest-ta
 _started: list[str] = []  # runs this module caused; deleted at the end
 
 
-def call(intent: str, **args: str) -> dict[str, Any]:
-    return {"call": {"intent": intent, **args}}
-
-
-def _retrying(call_: Any, *args: Any, **kwargs: Any) -> httpx.Response:
-    for attempt in range(8):
-        response = call_(*args, **kwargs)
-        if response.status_code not in (502, 503, 504):
-            return response
-        time.sleep(0.2 * 2**attempt)
-    return response
 
 
 def new_runs(http: httpx.Client, since: datetime, before: set[str]) -> list[dict[str, Any]]:
@@ -63,7 +52,7 @@ def new_runs(http: httpx.Client, since: datetime, before: set[str]) -> list[dict
             "flow_runs": {"expected_start_time": {"after_": since.isoformat(),
                                                   "before_": (datetime.now(UTC) + timedelta(minutes=1)).isoformat()}},
             "limit": 200}
-    response = _retrying(http.post, "/flow_runs/filter", json=body)
+    response = retrying(http.post, "/flow_runs/filter", json=body)
     response.raise_for_status()
     return [r for r in response.json() if r["id"] not in before]
 
@@ -98,7 +87,7 @@ def push(sha: str, branch: str = "main", pusher: str = "tester", env: dict[str, 
 def wait_event(http: httpx.Client, event_id: str, timeout: float = 15) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        response = _retrying(http.post, "/events/filter", json={"filter": {"id": {"id": [event_id]}}})
+        response = retrying(http.post, "/events/filter", json={"filter": {"id": {"id": [event_id]}}})
         response.raise_for_status()
         if events := response.json()["events"]:
             return events[0]
@@ -201,53 +190,18 @@ def notify(prefect_server: LocalPrefectServer, http: httpx.Client, receiver: Rec
 
     automation = ensure_approval_automation(webhook_url=receiver.url)
     yield automation
-    _retrying(http.delete, f"/automations/{automation.id}")
-    block = _retrying(http.get, f"/block_types/slug/webhook/block_documents/name/{WEBHOOK_BLOCK_NAME}")
+    retrying(http.delete, f"/automations/{automation.id}")
+    block = retrying(http.get, f"/block_types/slug/webhook/block_documents/name/{WEBHOOK_BLOCK_NAME}")
     if block.status_code == 200:
-        _retrying(http.delete, f"/block_documents/{block.json()['id']}")
-
-
-class ServedPipeline:
-    """`python -m flows.serve` (the default command) in its own process group, stopped by its PID."""
-
-    def __init__(self, env: dict[str, str], log: Path, http: httpx.Client) -> None:
-        self.env, self.log, self.http = env, log, http
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.deployment_id = ""
-
-    def start(self, timeout: float = 90) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "flows.serve"], env=self.env, cwd=ROOT,
-                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"flows.serve exited: {self.log.read_text()[-3000:]}")
-            if "polling for scheduled runs" in self.log.read_text(errors="replace"):
-                response = _retrying(self.http.get, f"/deployments/name/{FLOW}/{NAME}")
-                if response.status_code == 200:
-                    self.deployment_id = response.json()["id"]
-                    return
-            time.sleep(0.1)
-        raise TimeoutError(f"{FLOW}/{NAME} not served after {timeout}s: {self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        retrying(http.delete, f"/block_documents/{block.json()['id']}")
 
 
 @pytest.fixture(scope="module")
 def served(prefect_server: LocalPrefectServer, http: httpx.Client, deploy_root: Path, sample: SampleAppManifest,
-           model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedPipeline]:
+           model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     env = {k: v for k, v in os.environ.items() if k not in ("AGENT_NOTIFY_BLOCK", "AGENT_NOTIFY_WEBHOOK_URL")}
     env.update(DEPLOY_ROOT=str(deploy_root), AGENT_MODEL=model.model)
-    s = ServedPipeline(env, tmp_path_factory.mktemp("serve") / "serve.log", http)
+    s = Served(ROOT / "flows" / "serve.py", env, http, f"{FLOW}/{NAME}", tmp_path_factory.mktemp("serve") / "serve.log")
     since = datetime.now(UTC) - timedelta(seconds=2)
     try:
         s.start()
@@ -256,11 +210,11 @@ def served(prefect_server: LocalPrefectServer, http: httpx.Client, deploy_root: 
         s.stop()  # the runner first, then what its runs left behind
         # Every run our pushes started (on any deployment carrying the trigger), so no later runner picks one up.
         for run in {*_started, *run_ids(http, since)}:
-            _retrying(http.delete, f"/flow_runs/{run}")
+            retrying(http.delete, f"/flow_runs/{run}")
         if s.deployment_id:  # and its trigger, which would start a run for every later push in this session
             # (deleting a deployment leaves its trigger's automation behind, prefect 3.9.1: remove that first)
-            _retrying(http.delete, f"/automations/owned-by/prefect.deployment.{s.deployment_id}")
-            _retrying(http.delete, f"/deployments/{s.deployment_id}")
+            retrying(http.delete, f"/automations/owned-by/prefect.deployment.{s.deployment_id}")
+            retrying(http.delete, f"/deployments/{s.deployment_id}")
         TargetSettings(root=str(deploy_root)).build().stop_all()
 
 
@@ -268,13 +222,13 @@ def served(prefect_server: LocalPrefectServer, http: httpx.Client, deploy_root: 
 
 
 def test_the_served_deployment_has_the_schedule_and_trigger_of_prefect_yaml(
-    served: ServedPipeline, http: httpx.Client
+    served: Served, http: httpx.Client
 ) -> None:
     spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())["deployments"][0]
     declared_schedule, declared_trigger = spec["schedules"][0], spec["triggers"][0]
     assert declared_schedule["cron"] == "0 2 * * *" and declared_trigger["expect"] == ["git.push"]
 
-    deployment = _retrying(http.get, f"/deployments/name/{FLOW}/{NAME}").json()
+    deployment = retrying(http.get, f"/deployments/name/{FLOW}/{NAME}").json()
     [schedule] = deployment["schedules"]
     assert schedule["schedule"]["cron"] == declared_schedule["cron"]
     assert schedule["schedule"]["timezone"] == declared_schedule["timezone"] == "UTC"
@@ -282,7 +236,7 @@ def test_the_served_deployment_has_the_schedule_and_trigger_of_prefect_yaml(
     assert schedule["parameters"] == declared_schedule["parameters"]
     assert schedule["parameters"]["sha"] == "latest-tag:v*"
 
-    automations = _retrying(http.post, "/automations/filter", json={}).json()
+    automations = retrying(http.post, "/automations/filter", json={}).json()
     owned = [a for a in automations if any(act.get("deployment_id") == served.deployment_id for act in a["actions"])]
     assert len(owned) == 1, owned
     trigger, [action] = owned[0]["trigger"], owned[0]["actions"]
@@ -293,7 +247,7 @@ def test_the_served_deployment_has_the_schedule_and_trigger_of_prefect_yaml(
 
 
 def test_a_push_on_main_starts_exactly_one_run_that_asks_for_approval_and_notifies_approvers(
-    served: ServedPipeline, http: httpx.Client, approvals: ApprovalsClient, sample: SampleAppManifest,
+    served: Served, http: httpx.Client, approvals: ApprovalsClient, sample: SampleAppManifest,
     model: ScriptedModel, notify: Any, receiver: Receiver,
 ) -> None:
     sha = sample.sha("v1.1.0")
@@ -331,14 +285,14 @@ def test_a_push_on_main_starts_exactly_one_run_that_asks_for_approval_and_notifi
 
 
 def test_a_run_with_the_nightly_parameters_promotes_the_newest_v_tag(
-    served: ServedPipeline, http: httpx.Client, approvals: ApprovalsClient, sample: SampleAppManifest,
+    served: Served, http: httpx.Client, approvals: ApprovalsClient, sample: SampleAppManifest,
     model: ScriptedModel,
 ) -> None:
     """What the scheduler starts at 02:00 UTC: a run with the schedule's parameters (read back from the server)."""
-    [schedule] = _retrying(http.get, f"/deployments/{served.deployment_id}").json()["schedules"]
+    [schedule] = retrying(http.get, f"/deployments/{served.deployment_id}").json()["schedules"]
     newest = sample.sha("v1.2.0")
     model.enqueue(call("deploy_backend_to_prod", sha=newest[:12]))
-    response = _retrying(http.post, f"/deployments/{served.deployment_id}/create_flow_run",
+    response = retrying(http.post, f"/deployments/{served.deployment_id}/create_flow_run",
                          json={"parameters": schedule["parameters"]})
     response.raise_for_status()
     run = response.json()["id"]
@@ -348,12 +302,12 @@ def test_a_run_with_the_nightly_parameters_promotes_the_newest_v_tag(
     assert "proposes `deploy_backend_to_prod`" in description
     assert f"trigger (schedule, nightly): deploy SHA {newest[:12]} to production (requested as v1.2.0 " \
            "(latest-tag:v*))" in description
-    tasks = _retrying(http.post, "/task_runs/filter", json={"flow_runs": {"id": {"any_": [run]}}}).json()
+    tasks = retrying(http.post, "/task_runs/filter", json={"flow_runs": {"id": {"any_": [run]}}}).json()
     assert {"newest tag (latest-tag:v*)", "resolve v1.2.0"} <= {t["name"] for t in tasks}
 
 
 def test_a_push_on_another_branch_starts_nothing(
-    served: ServedPipeline, http: httpx.Client, sample: SampleAppManifest
+    served: Served, http: httpx.Client, sample: SampleAppManifest
 ) -> None:
     since = datetime.now(UTC) - timedelta(seconds=2)
     before = run_ids(http, since)
@@ -369,7 +323,7 @@ def test_approval_automation_is_optional_idempotent_and_says_what_is_wrong(
     from flows.triggers import AUTOMATION_NAME, TriggerConfigError, ensure_approval_automation
 
     def names() -> list[str]:
-        return [a["name"] for a in _retrying(http.post, "/automations/filter", json={}).json()]
+        return [a["name"] for a in retrying(http.post, "/automations/filter", json={}).json()]
 
     assert ensure_approval_automation(block="", webhook_url="", name="microagents-test-unconfigured") is None
     assert "microagents-test-unconfigured" not in names()
@@ -385,7 +339,7 @@ def test_approval_automation_is_optional_idempotent_and_says_what_is_wrong(
 
 
 def test_the_sample_repo_hook_pushes_commits_on_main_only_and_never_blocks_git(
-    served: ServedPipeline, http: httpx.Client, sample: SampleAppManifest, model: ScriptedModel,
+    served: Served, http: httpx.Client, sample: SampleAppManifest, model: ScriptedModel,
     approvals: ApprovalsClient,
 ) -> None:
     repo = Path(sample.repo)

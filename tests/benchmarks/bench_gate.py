@@ -112,9 +112,16 @@ def many_suspended(served: Served, http: httpx.Client, approvals: ApprovalsClien
     for run in runs:
         wait_state(http, run, {"PAUSED"}, timeout=1800)
     all_suspended = time.perf_counter() - t0
-    children = subprocess.run(["ps", "--ppid", str(served.pid), "-o", "pid="], capture_output=True, text=True).stdout.split()
-    print(f"[many] {n} runs created in {created:.1f} s; all {n} suspended after {all_suspended:.1f} s; "
-          f"flow-run processes alive while they wait: {len(children)}")
+    def children() -> list[str]:
+        return subprocess.run(["ps", "--ppid", str(served.pid), "-o", "pid="], capture_output=True, text=True).stdout.split()
+
+    at_last_suspension = len(children())
+    deadline = time.monotonic() + 60
+    while children() and time.monotonic() < deadline:  # the last runs' processes are still exiting
+        time.sleep(0.5)
+    print(f"[many] {n} runs created in {created:.1f} s; all {n} suspended after {all_suspended:.1f} s; flow-run "
+          f"processes still exiting at the last suspension: {at_last_suspension}, {len(children())} after "
+          f"{time.perf_counter() - t0 - all_suspended:.0f} s more (none per waiting run)")
     per = []
     t1 = time.perf_counter()
     for run in runs:
