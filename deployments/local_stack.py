@@ -55,7 +55,7 @@ class LocalStack:
         self.env: dict[str, str] = {}
 
     def start(self) -> None:
-        say(f"starting the Prefect server in {self.server.home} (a new database takes ~30 s to migrate) ...")
+        say(f"starting the Prefect server in {self.server.home} (a new database is migrated first: 10-30 s) ...")
         self.server.start()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         self.env.update(self.server.client_env(), PREFECT_UI_URL=self.server.ui_url, PYTHONUNBUFFERED="1",
