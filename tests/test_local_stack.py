@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from agents.adapter.local_server import free_port
-from agents.scripted import ScriptedModel
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,25 +72,27 @@ class Stack:
         return before
 
 
-def test_main_command_reaches_approval_and_stops_cleanly(tmp_path: Path) -> None:
-    scripted = ScriptedModel(tmp_path / "model")
+def test_main_command_reaches_approval_and_stops_cleanly(tmp_path: Path, local_model_url: str) -> None:
+    """On its embedded defaults: the offline model decides (it proposes a deploy or asks a question; both wait for
+    a human), so this is also the full pipeline reaching its first approval request offline."""
     home = tmp_path / "work" / ".local"
     home.parent.mkdir()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AGENT_", "DEPLOY_"))}
-    env["AGENT_MODEL"] = scripted.model  # the offline model works too (tests/test_local_model.py); this is faster
+    env["AGENT_MODEL_CACHE"] = os.environ.get("AGENT_MODEL_CACHE", "")  # reuse the session's assembled GGUF
+    env = {k: v for k, v in env.items() if v}
 
     stack = Stack(home, port, env, tmp_path / "stack-1.log")
     match = stack.wait_for(r"microagents push --sha ([0-9a-f]{40})")
     assert f"Prefect UI      http://127.0.0.1:{port}" in stack.log.read_text()
     sha = match.group(1)
-    scripted.enqueue({"call": {"intent": "deploy_backend_to_prod", "sha": sha[:12]}})
     api = f"http://127.0.0.1:{port}/api"
     push = subprocess.run([sys.executable, "-m", "agents.cli", "push", "--sha", sha, "--branch", "main"],
                           env={**env, "PREFECT_API_URL": api}, capture_output=True, text=True, timeout=60)
     assert push.returncode == 0, push.stderr
-    waiting = stack.wait_for(r"waiting for approval: (.*)\n\s+open (\S+)")
-    assert "deploy_backend_to_prod" in waiting.group(1) and waiting.group(2).startswith(f"http://127.0.0.1:{port}/")
+    waiting = stack.wait_for(r"waiting for (approval|an answer): (.*)\n\s+open (\S+)")
+    assert re.search(r"proposes `deploy_(backend|frontend)_to_prod`|asks", waiting.group(2)), waiting.group(0)
+    assert waiting.group(3).startswith(f"http://127.0.0.1:{port}/")
     services = json.loads((home / "envs" / "environments" / "state.json").read_text())
     before = stack.interrupt()
     assert before, "the stack had child processes (server, runner, staging services)"
