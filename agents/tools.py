@@ -90,9 +90,6 @@ class Agent:
         """The tools available for the next step; terminal tools are always offered so the agent can stop."""
         return tuple(t for t in self.tools if t.policy == "terminal" or t.available(thread))
 
-    def union_adapter(self, tools: tuple[type[Tool], ...]) -> TypeAdapter[Any]:
-        return _union_adapter(tools)
-
     def response_schema(self, tools: tuple[type[Tool], ...]) -> dict[str, Any]:
         """JSON schema of one call to any of `tools`, wrapped in an object (providers want an object root)."""
         return _response_schema(tools)

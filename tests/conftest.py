@@ -83,9 +83,9 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
             os.environ.update(saved)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def http(prefect_server):  # noqa: ANN001, ANN201
-    """An API client for the session server (retries are the caller's business: see prefect_harness)."""
+    """An API client for the session server, shared by every test and module fixture (retries: prefect_harness)."""
     import httpx
 
     with httpx.Client(base_url=prefect_server.api_url, auth=prefect_server.httpx_auth, timeout=30, trust_env=False) as c:

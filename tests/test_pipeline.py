@@ -44,13 +44,6 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> SampleAppManifest:
 
 
 @pytest.fixture(scope="module")
-def http(prefect_server: LocalPrefectServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=prefect_server.api_url, auth=prefect_server.httpx_auth, timeout=30,
-                      trust_env=False) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def served(prefect_server: LocalPrefectServer, http: httpx.Client,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     env = {k: v for k, v in os.environ.items() if k != "AGENT_MODEL"}

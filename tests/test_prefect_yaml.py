@@ -60,12 +60,6 @@ def prefect_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[
                           check=False)
 
 
-@pytest.fixture(scope="module")
-def http(prefect_server: LocalPrefectServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=prefect_server.api_url, auth=prefect_server.httpx_auth, timeout=30,
-                      trust_env=False) as client:
-        yield client
-
 
 @pytest.fixture
 def deploy_root(tmp_path: Path) -> Path:

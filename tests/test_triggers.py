@@ -107,13 +107,6 @@ def git(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess
 
 
 @pytest.fixture(scope="module")
-def http(prefect_server: LocalPrefectServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=prefect_server.api_url, auth=prefect_server.httpx_auth, timeout=30,
-                      trust_env=False) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def approvals(prefect_server: LocalPrefectServer) -> Iterator[ApprovalsClient]:
     with ApprovalsClient(prefect_server.api_url, prefect_server.auth_string) as client:
         yield client
