@@ -33,11 +33,14 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("run_id")
         cmd.add_argument("--feedback", "-f", default="", required=name == "reject")
         cmd.add_argument("--as", dest="who", default=None, help="your name, recorded with the decision")
-        cmd.add_argument("--digest", help="only decide if the run still waits on this proposal digest")
+        cmd.add_argument("--digest", help="only decide if the run still waits on the proposal with this digest (at "
+                                          "least 8 hex characters, as `show` prints them); without it, the decision "
+                                          "applies to whatever the run waits on at this moment")
     answer = sub.add_parser("answer", help="answer an agent's question")
     answer.add_argument("run_id")
-    answer.add_argument("text")
-    answer.add_argument("--as", dest="who", default=None)
+    answer.add_argument("text", help="your answer (quote it)")
+    answer.add_argument("--as", dest="who", default=None, help="your name, recorded with the answer")
+    answer.add_argument("--digest", help="only answer if the run still asks the question with this digest")
     push = sub.add_parser("push", help="emit a git.push event: the deploy pipeline's trigger starts a run for the SHA",
                           description="Emit a git.push event to the Prefect server. A deployment with the pipeline's "
                                       "trigger (deployments/prefect.yaml) starts a run for SHA when BRANCH is main.")
@@ -49,9 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _title(req: PendingRequest) -> str:
+    return next((ln.strip("# ").strip() for ln in req.description.splitlines() if ln.startswith("#")), req.key)
+
+
 def _line(req: PendingRequest) -> str:
-    title = next((ln.strip("# ").strip() for ln in req.description.splitlines() if ln.startswith("#")), req.key)
-    return f"{req.run_id}  {req.flow_name}/{req.run_name}  {req.kind:<8}  {title}  (expires {req.expires_at or 'never'})"
+    return (f"{req.run_id}  {req.flow_name}/{req.run_name}  {req.kind:<8}  {_title(req)}  "
+            f"(digest {req.proposal_digest[:12]}, expires {req.expires_at or 'never'})")
 
 
 def _push(args: argparse.Namespace) -> None:
@@ -81,14 +88,17 @@ def main(argv: list[str] | None = None) -> int:
                     req = client.show(args.run_id)
                     print(json.dumps(req.as_dict(), indent=1) if args.json else f"{_line(req)}\n\n{req.description}")
                 case "approve":
-                    client.approve(args.run_id, args.who or getpass.getuser(), args.feedback, args.digest)
-                    print(f"approved: flow run {args.run_id} resumes and runs the call once")
+                    req = client.approve(args.run_id, args.who or getpass.getuser(), args.feedback, args.digest)
+                    print(f"approved {_title(req)} (digest {req.proposal_digest[:12]}): flow run {args.run_id} "
+                          "resumes and runs the call once")
                 case "reject":
-                    client.reject(args.run_id, args.who or getpass.getuser(), args.feedback, args.digest)
-                    print(f"rejected: flow run {args.run_id} resumes; the agent sees your feedback")
+                    req = client.reject(args.run_id, args.who or getpass.getuser(), args.feedback, args.digest)
+                    print(f"rejected {_title(req)} (digest {req.proposal_digest[:12]}): flow run {args.run_id} "
+                          "resumes; the agent sees your feedback")
                 case "answer":
-                    client.answer(args.run_id, args.text, args.who or getpass.getuser())
-                    print(f"answered: flow run {args.run_id} resumes with your answer")
+                    req = client.answer(args.run_id, args.text, args.who or getpass.getuser(), args.digest)
+                    print(f"answered {_title(req)} (digest {req.proposal_digest[:12]}): flow run {args.run_id} "
+                          "resumes with your answer")
     except ResumeRefused as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2

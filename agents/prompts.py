@@ -136,9 +136,11 @@ def tool_catalog(tools: tuple[type[Tool], ...]) -> list[dict[str, Any]]:
 
 def render_thread(thread: Thread) -> str:
     """Calls are referred to by their number in the thread; long hex ids (SHAs) are shown as git shows them."""
+    from agents.reducer import void_decisions
+
     events = [e.model_dump(mode="json") for e in thread.events]
     ref = {e["id"]: n for n, e in enumerate((e for e in events if e["type"] == "proposal"), start=1)}
-    return abbreviate_hex(render("thread.j2", events=events, ref=ref))
+    return abbreviate_hex(render("thread.j2", events=events, ref=ref, void=void_decisions(thread)))
 
 
 _LONG_HEX = re.compile(r"\b([0-9a-f]{%d})[0-9a-f]{%d,}\b" % (SHORT_HEX, 40 - SHORT_HEX))

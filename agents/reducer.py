@@ -34,6 +34,8 @@ __all__ = [
     "apply",
     "model_steps",
     "next_action",
+    "valid_approval",
+    "void_decisions",
 ]
 
 
@@ -116,7 +118,7 @@ def next_action(agent: Agent, thread: Thread) -> Action:
         case "human":
             return AwaitAnswer(pending)
         case "approve":
-            approval = _valid_approval(thread, pending)
+            approval = valid_approval(thread, pending)
             return Execute(pending, approval) if approval else AwaitApproval(pending)
     raise ThreadError(f"tool {pending.intent!r} has unknown policy {tool.policy!r}")
 
@@ -144,12 +146,22 @@ def _pending_proposal(thread: Thread) -> ProposalEvent | None:
     return None
 
 
-def _valid_approval(thread: Thread, proposal: ProposalEvent) -> DecisionEvent | None:
+def valid_approval(thread: Thread, proposal: ProposalEvent) -> DecisionEvent | None:
     """An approval counts only if it names this proposal AND its digest matches the proposal as it stands."""
     for decision in thread.for_proposal(DecisionEvent, proposal.id):
         if decision.decision == "approved" and decision.proposal_digest == proposal.digest:
             return decision
     return None
+
+
+def void_decisions(thread: Thread) -> frozenset[int]:
+    """Indices of decisions that count for nothing: their digest is not the digest of the proposal they name.
+
+    Records (the model's thread, the artifact, the report) must show them as void, never as "approved by X".
+    """
+    digests = {e.id: e.digest for e in thread.events if isinstance(e, ProposalEvent)}
+    return frozenset(i for i, e in enumerate(thread.events)
+                     if isinstance(e, DecisionEvent) and digests.get(e.proposal_id) != e.proposal_digest)
 
 
 def apply(thread: Thread, event: Event) -> Thread:

@@ -18,6 +18,7 @@ from agents.thread import (
     Thread,
     TriggerEvent,
 )
+from agents.reducer import valid_approval
 from flows.targets.base import SERVICES
 
 __all__ = [
@@ -109,8 +110,8 @@ def deploy_summary(thread: Thread, sha: str) -> dict[str, Any]:
     ran, rejected = [], []
     results = {e.proposal_id: e for e in thread.of_type(ResultEvent)}
     for p in thread.of_type(ProposalEvent):
-        decisions = thread.for_proposal(DecisionEvent, p.id)
-        approved = next((d for d in decisions if d.decision == "approved"), None)
+        decisions = [d for d in thread.for_proposal(DecisionEvent, p.id) if d.proposal_digest == p.digest]  # not void
+        approved = valid_approval(thread, p)
         rejected += [{"call": p.intent, "by": d.approver, "feedback": d.feedback or "-"}
                      for d in decisions if d.decision == "rejected"]
         if p.id in results and approved is not None:

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from agents.prompts import abbreviate_hex, compact
+from agents.reducer import void_decisions
 from agents.thread import (
     AnswerEvent,
     DecisionEvent,
@@ -65,13 +66,16 @@ def e2e_row(report: dict[str, Any], label: str = "") -> dict[str, Any]:
 def agent_rows(agent: str, thread: Thread, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per proposal (with its decisions and execution) and one for how the agent ended."""
     executions = {h["idempotency_key"]: h for h in history if h.get("idempotency_key")}
+    void = {thread.events[i] for i in void_decisions(thread)}
     rows = []
     for p in thread.of_type(ProposalEvent):
         what = f"{p.intent} {compact(p.args)}".strip()
         decisions = thread.for_proposal(DecisionEvent, p.id)
         answers = thread.for_proposal(AnswerEvent, p.id)
-        by = "; ".join(f"{d.decision} by {d.approver}" + (f": {d.feedback}" if d.feedback else "") for d in decisions)
-        by += "; ".join(f"answered by {a.by}: {a.answer}" for a in answers)
+        said = [_decided(d, void=d in void) for d in decisions]
+        said += [f"answered by {a.by}: {a.answer}" for a in answers]
+        by = "; ".join(said)
+        decisions = [d for d in decisions if d not in void]
         at: Any = decisions[-1].at if decisions else (answers[-1].at if answers else None)
         seconds, outcome = None, "proposed"
         receipt = next(iter(thread.for_proposal(ReceiptEvent, p.id)), None)
@@ -100,6 +104,13 @@ def agent_rows(agent: str, thread: Thread, history: list[dict[str, Any]]) -> lis
     if isinstance(end, EscalationEvent):
         rows.append(step_row(f"{agent}: escalation", end.reason, "escalated", by="limits"))
     return rows
+
+
+def _decided(d: DecisionEvent, *, void: bool) -> str:
+    if void:
+        noun = "approval" if d.decision == "approved" else "rejection"
+        return f"VOID {noun} by {d.approver} (made for another version of the call; not executed)"
+    return f"{d.decision} by {d.approver}" + (f": {d.feedback}" if d.feedback else "")
 
 
 def outcome_row(outcome: str, message: str, *, at: datetime, seconds: float) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -88,12 +89,26 @@ def test_bad_input_is_refused_and_the_run_stays_suspended(
     scripted.enqueue(BACKEND, DONE)
     run = start(served, http, scripted, effects)
     key = next_pause(http, run)
-    digest = approvals.show(run).proposal_digest
+    pending = approvals.show(run)
+    field, digest = pending.field, pending.proposal_digest
+    assert field == f"decision_{digest[:16]}" and len(digest) == 64
+    # The form the server stored: no digest field for a human to guard; the decision field carries the binding,
+    # is required and has no default.
+    keyset = flow_state(http, run)["state_details"]["run_input_keyset"]
+    schema = http.get(f"/flow_runs/{run}/input/{keyset['schema']}").json()
+    schema = json.loads(schema) if isinstance(schema, str) else schema
+    assert set(schema["properties"]) == {field, "feedback", "approver"}
+    assert schema["required"] == [field] and "default" not in schema["properties"][field]
+    assert schema["properties"][field]["title"] == "Decision" and schema["additionalProperties"] is False
     bad = {
-        "wrong type": ({"decision": "approve", "feedback": 3, "proposal_digest": digest}, "is not of type 'string'"),
-        "extra field": ({"decision": "approve", "proposal_digest": digest, "force": True}, "Additional properties"),
-        "empty decision": ({"decision": "", "proposal_digest": digest}, "is not one of ['approve', 'reject']"),
-        "no decision": ({"proposal_digest": digest}, "'decision' is a required property"),
+        "wrong type": ({field: "approve", "feedback": 3}, "is not of type 'string'"),
+        "extra field": ({field: "approve", "force": True}, "Additional properties"),
+        "empty decision": ({field: ""}, "is not one of ['approve', 'reject']"),
+        "no decision": ({"approver": "mallory"}, f"'{field}' is a required property"),
+        # What the old form accepted: a decision without the binding, then a malformed or another proposal's digest.
+        "omitted digest": ({"decision": "approve"}, "Additional properties"),
+        "malformed digest": ({"decision_xyz": "approve"}, "Additional properties"),
+        "another proposal": ({f"decision_{'f' * 16}": "approve"}, f"'decision_{'f' * 16}' was unexpected"),
     }
     for name, (run_input, reason) in bad.items():
         with pytest.raises(ResumeRefused, match=re.escape(reason)):
@@ -102,18 +117,17 @@ def test_bad_input_is_refused_and_the_run_stays_suspended(
         assert (state["type"], state["state_details"]["pause_key"]) == ("PAUSED", key), name
     with pytest.raises(ResumeRefused, match="stale decision"):
         approvals.approve(run, "mallory", digest="0" * 64)
+    with pytest.raises(ResumeRefused, match="at least 8 hex characters"):
+        approvals.approve(run, "mallory", digest="abc")
     assert lines(effects / "backend.log") == []
+    assert flow_state(http, run)["state_details"]["pause_key"] == key
 
-    # A stale digest that reaches the run (e.g. typed into the UI form) is void: the run asks again.
-    approvals.resume(run, {"decision": "approve", "approver": "mallory", "proposal_digest": "f" * 64})
-    key2 = next_pause(http, run, after=key)
-    assert key2.endswith("-1") and lines(effects / "backend.log") == []
-    approvals.approve(run, "alice")
+    approvals.approve(run, "alice", digest=digest[:12])  # a prefix, as `show` prints it
     wait_state(http, run, {"COMPLETED"})
     assert len(lines(effects / "backend.log")) == 1
     thread = ThreadStore().load(run, "deploy")
     assert [(e.type, getattr(e, "approver", "")) for e in thread.events if e.type in ("decision", "receipt")] == [
-        ("decision", "mallory"), ("decision", "alice"), ("receipt", "alice")]
+        ("decision", "alice"), ("receipt", "alice")]
 
 
 def test_duplicate_resume_does_not_execute_twice(
@@ -122,18 +136,19 @@ def test_duplicate_resume_does_not_execute_twice(
     scripted.enqueue(BACKEND, FRONTEND)
     run = start(served, http, scripted, effects)
     key = next_pause(http, run)
-    digest = approvals.show(run).proposal_digest
-    answer = {"decision": "approve", "approver": "alice", "proposal_digest": digest}
+    first = approvals.show(run)
+    answer = {first.field: "approve", "approver": "alice"}
     approvals.resume(run, answer)
     with pytest.raises(ResumeRefused, match="not paused"):
         approvals.resume(run, answer)
     key2 = next_pause(http, run, after=key)  # now waiting on the frontend proposal
     with pytest.raises(ResumeRefused, match="stale decision"):
-        approvals.approve(run, "alice", digest=digest)  # the same approval again, via the binding check
-    approvals.resume(run, answer)  # ... and straight to the endpoint: void in the flow, asked again
-    key3 = next_pause(http, run, after=key2)
+        approvals.approve(run, "alice", digest=first.proposal_digest)  # the same approval again, via the client
+    # ... and straight to the endpoint, as a stale browser dialog would send it: the server refuses it.
+    with pytest.raises(ResumeRefused, match="Additional properties"):
+        approvals.resume(run, answer)
+    assert flow_state(http, run)["state_details"]["pause_key"] == key2
     assert len(lines(effects / "backend.log")) == 1 and lines(effects / "frontend.log") == []
-    assert key3.endswith("-1")
 
 
 def test_an_expired_approval_never_executes(
@@ -148,7 +163,7 @@ def test_an_expired_approval_never_executes(
     with pytest.raises(ResumeRefused, match="not waiting for a decision .*paused and never resumed"):
         approvals.approve(run, "late")
     with pytest.raises(ResumeRefused, match="not paused"):
-        approvals.resume(run, {"decision": "approve", "proposal_digest": "0" * 64})
+        approvals.resume(run, {f"decision_{'0' * 16}": "approve"})
     assert lines(effects / "backend.log") == []
 
 

@@ -45,7 +45,7 @@ def test_basic_auth_server(auth_server: LocalPrefectServer, tmp_path: Path) -> N
             next_pause(http, run)
 
             anonymous = httpx.post(f"{auth_server.api_url}/flow_runs/{run}/resume", trust_env=False,
-                                   json={"run_input": {"decision": "approve", "proposal_digest": "0" * 64}})
+                                   json={"run_input": {f"decision_{'0' * 16}": "approve"}})
             assert anonymous.status_code == 401
             wrong = cli({**env, "PREFECT_API_AUTH_STRING": "approver:guess"}, "pending")
             assert wrong.returncode == 1 and "refused our credentials" in wrong.stderr
@@ -57,6 +57,8 @@ def test_basic_auth_server(auth_server: LocalPrefectServer, tmp_path: Path) -> N
             assert shown.returncode == 0 and "**approve** runs this call once" in shown.stdout
             approved = cli(env, "approve", run, "--as", "dana")
             assert approved.returncode == 0, approved.stderr
+            digest = shown.stdout.split("(digest ", 1)[1][:12]  # the CLI says what it approved, by digest
+            assert f"approved deploy agent proposes `deploy_backend_to_prod` (digest {digest})" in approved.stdout
             wait_state(http, run, {"COMPLETED"})
             again = cli(env, "approve", run, "--as", "dana")
             assert again.returncode == 2 and "not waiting for a decision (state: Completed)" in again.stderr

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from agents.adapter.forms import form_digest
 from agents.errors import AgentError, ConfigurationError
 
 __all__ = ["ApprovalsClient", "PendingRequest", "ResumeRefused"]
@@ -34,6 +35,7 @@ class PendingRequest:
     key: str
     description: str
     proposal_digest: str
+    field: str  # the form's answer field, named after the digest: the server refuses an answer without it
     expires_at: str | None
 
     def as_dict(self) -> dict[str, Any]:
@@ -105,13 +107,15 @@ class ApprovalsClient:
             return None
         description = self._input(run["id"], keyset["description"]) or ""
         schema = self._input(run["id"], keyset["schema"]) or {}
-        if not schema or not description:
+        bound = form_digest(schema) if isinstance(schema, dict) else None
+        if bound is None or not description:
             return None  # Prefect sets Suspended before it stores the form: not answerable yet
-        digest = schema.get("properties", {}).get("proposal_digest", {}).get("default", "")
+        field, digest = bound
         flow = self.request("GET", f"/flows/{run['flow_id']}").json().get("name", "")
         return PendingRequest(run_id=run["id"], run_name=run.get("name", ""), flow_name=flow,
                               kind="approval" if key.startswith("approve-") else "question", key=key,
-                              description=description, proposal_digest=digest, expires_at=details.get("pause_timeout"))
+                              description=description, proposal_digest=digest, field=field,
+                              expires_at=details.get("pause_timeout"))
 
     def _input(self, run_id: str, key: str) -> Any:
         response = self.request("GET", f"/flow_runs/{run_id}/input/{key}")
@@ -121,27 +125,28 @@ class ApprovalsClient:
         value = response.json()
         return json.loads(value) if isinstance(value, str) and value[:1] in "{[" else value
 
-    def approve(self, run_id: str, approver: str, feedback: str = "", digest: str | None = None) -> None:
-        self._decide(run_id, "approve", approver, feedback, digest)
+    def approve(self, run_id: str, approver: str, feedback: str = "", digest: str | None = None) -> PendingRequest:
+        """Approve what the run waits on now (or, with `digest`, only if it still waits on that proposal)."""
+        return self._decide(run_id, "approve", approver, feedback, digest)
 
-    def reject(self, run_id: str, approver: str, feedback: str, digest: str | None = None) -> None:
-        self._decide(run_id, "reject", approver, feedback, digest)
+    def reject(self, run_id: str, approver: str, feedback: str, digest: str | None = None) -> PendingRequest:
+        return self._decide(run_id, "reject", approver, feedback, digest)
 
-    def _decide(self, run_id: str, decision: str, approver: str, feedback: str, digest: str | None) -> None:
+    def _decide(self, run_id: str, decision: str, approver: str, feedback: str, digest: str | None) -> PendingRequest:
         current = self.show(run_id)
         if current.kind != "approval":
             raise ResumeRefused(f"flow run {run_id} asks a question; answer it instead")
-        if digest is not None and digest != current.proposal_digest:
-            raise ResumeRefused(f"stale decision: you decided on proposal digest {digest[:12]}, but the run now "
-                                f"waits on {current.proposal_digest[:12]}; run `show` again and decide on what it shows")
-        self.resume(run_id, {"decision": decision, "feedback": feedback, "approver": approver,
-                             "proposal_digest": digest or current.proposal_digest})
+        _check_digest(digest, current)
+        self.resume(run_id, {current.field: decision, "feedback": feedback, "approver": approver})
+        return current
 
-    def answer(self, run_id: str, answer: str, by: str) -> None:
+    def answer(self, run_id: str, answer: str, by: str, digest: str | None = None) -> PendingRequest:
         current = self.show(run_id)
         if current.kind != "question":
             raise ResumeRefused(f"flow run {run_id} waits for an approval, not an answer")
-        self.resume(run_id, {"answer": answer, "by": by, "proposal_digest": current.proposal_digest})
+        _check_digest(digest, current)
+        self.resume(run_id, {current.field: answer, "by": by})
+        return current
 
     def resume(self, run_id: str, run_input: dict[str, Any]) -> None:
         """POST /flow_runs/{id}/resume, exactly what the UI sends; the server's refusal reason is raised as is."""
@@ -152,3 +157,19 @@ class ApprovalsClient:
         if result.get("status") != "ACCEPT":
             reason = (result.get("details") or {}).get("reason") or result.get("status")
             raise ResumeRefused(f"server refused: {reason}")
+
+
+_MIN_DIGEST_PREFIX = 8
+
+
+def _check_digest(digest: str | None, current: PendingRequest) -> None:
+    """A decision made on what `show` printed must not land on a proposal that replaced it in the meantime."""
+    if digest is None:
+        return
+    digest = digest.strip().lower()
+    if len(digest) < _MIN_DIGEST_PREFIX or any(c not in "0123456789abcdef" for c in digest):
+        raise ResumeRefused(f"--digest {digest!r}: give at least {_MIN_DIGEST_PREFIX} hex characters of the digest "
+                            "that `show` prints")
+    if not current.proposal_digest.startswith(digest):
+        raise ResumeRefused(f"stale decision: you decided on proposal digest {digest[:12]}, but the run now "
+                            f"waits on {current.proposal_digest[:12]}; run `show` again and decide on what it shows")

@@ -1,36 +1,108 @@
 """The typed forms a human fills in the Prefect UI (or through the CLI) when a run is suspended.
 
-Every constraint here is expressible in JSON schema, so the SERVER refuses bad input before the run resumes (the
-run stays suspended). A pydantic-only validator would run after resume, inside the flow, too late to refuse.
+Binding without a field for humans to guard: each form is built for ONE proposal, and the name of its answer field
+carries the proposal digest (`decision_<first 16 hex of the digest>`, shown in the UI under the title "Decision").
+The server validates every resume against the schema of the suspension that is pending now, and the schema
+forbids extra fields, so an answer built for another proposal (a stale browser dialog, a scripted resume of an
+older proposal, a malformed or omitted digest) names a field the pending form does not have: the SERVER refuses it
+and the run stays suspended. Every constraint here is JSON schema for the same reason: a pydantic-only validator
+would run after resume, inside the flow, too late to refuse.
+
+Prefect is imported only where a form is built: the approvals client and the CLI read field names without it.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-from prefect.input import RunInput
-from pydantic import Field
+from pydantic import Field, create_model
 
-__all__ = ["AnswerInput", "ApprovalInput", "approval_key", "answer_key"]
+if TYPE_CHECKING:
+    from prefect.input import RunInput
+
+__all__ = [
+    "DIGEST_IN_FIELD",
+    "DIGEST_SCHEMA_KEY",
+    "Decision",
+    "answer_field",
+    "answer_form",
+    "answer_key",
+    "answer_of",
+    "approval_form",
+    "approval_key",
+    "decision_field",
+    "decision_of",
+    "form_digest",
+]
+
+Decision = Literal["approve", "reject"]
+DIGEST_IN_FIELD = 16  # hex characters of the proposal digest in the answer field's name (64 bits)
+DIGEST_SCHEMA_KEY = "x-proposal-digest"  # the full digest, for clients; JSON schema validators ignore x- keywords
 
 
-class ApprovalInput(RunInput):
-    decision: Literal["approve", "reject"] = Field(
-        description="approve: the call runs once, exactly as shown. reject: nothing runs; your feedback goes to the agent."
+def decision_field(digest: str) -> str:
+    return f"decision_{digest[:DIGEST_IN_FIELD]}"
+
+
+def answer_field(digest: str) -> str:
+    return f"answer_{digest[:DIGEST_IN_FIELD]}"
+
+
+def approval_form(digest: str, description: str) -> type[RunInput]:
+    """The approval form for the proposal with this digest: decision (required), feedback, approver."""
+    from prefect.input import RunInput
+
+    model = create_model(
+        "ApprovalInput",
+        __base__=RunInput,
+        **{
+            decision_field(digest): (Decision, Field(
+                title="Decision",
+                description="approve: the call runs once, exactly as shown. reject: nothing runs; your feedback "
+                            "goes to the agent.",
+                json_schema_extra={DIGEST_SCHEMA_KEY: digest},
+            )),
+            "feedback": (str, Field(default="", max_length=2000, title="Feedback",
+                                    description="Why, or what to do instead (sent to the agent).")),
+            "approver": (str, Field(default="", max_length=100, title="Approver",
+                                    description="Your name, recorded with the decision.")),
+        },  # type: ignore[call-overload]
     )
-    feedback: str = Field(default="", max_length=2000, description="Why, or what to do instead (sent to the agent).")
-    approver: str = Field(default="", max_length=100, description="Your name, recorded with the decision.")
-    proposal_digest: str = Field(
-        min_length=64, max_length=64, description="Binds this answer to the proposal shown above. Leave it as it is."
-    )
+    return cast(type[RunInput], model.with_initial_data(description=description))
 
 
-class AnswerInput(RunInput):
-    answer: str = Field(min_length=1, max_length=4000, description="Your answer to the agent's question.")
-    by: str = Field(default="", max_length=100, description="Your name, recorded with the answer.")
-    proposal_digest: str = Field(
-        min_length=64, max_length=64, description="Binds this answer to the question shown above. Leave it as it is."
+def answer_form(digest: str, description: str) -> type[RunInput]:
+    """The answer form for the question with this digest: answer (required), by."""
+    from prefect.input import RunInput
+
+    model = create_model(
+        "AnswerInput",
+        __base__=RunInput,
+        **{
+            answer_field(digest): (str, Field(
+                min_length=1, max_length=4000, title="Answer", description="Your answer to the agent's question.",
+                json_schema_extra={DIGEST_SCHEMA_KEY: digest},
+            )),
+            "by": (str, Field(default="", max_length=100, title="By", description="Your name, recorded with the answer.")),
+        },  # type: ignore[call-overload]
     )
+    return cast(type[RunInput], model.with_initial_data(description=description))
+
+
+def decision_of(response: Any, digest: str) -> Decision:
+    return cast(Decision, getattr(response, decision_field(digest)))
+
+
+def answer_of(response: Any, digest: str) -> str:
+    return str(getattr(response, answer_field(digest)))
+
+
+def form_digest(schema: dict[str, Any]) -> tuple[str, str] | None:
+    """(answer field name, full proposal digest) of a stored form schema, or None if it is not one of ours."""
+    for name, prop in (schema.get("properties") or {}).items():
+        if name.startswith(("decision_", "answer_")) and isinstance(prop, dict) and DIGEST_SCHEMA_KEY in prop:
+            return name, str(prop[DIGEST_SCHEMA_KEY])
+    return None
 
 
 def approval_key(proposal_id: str, attempt: int) -> str:

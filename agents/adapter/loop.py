@@ -20,7 +20,7 @@ from uuid import UUID
 
 from typing_extensions import assert_never
 
-from agents.adapter.forms import AnswerInput, ApprovalInput, answer_key, approval_key
+from agents.adapter.forms import answer_form, answer_key, answer_of, approval_form, approval_key, decision_of
 from agents.adapter.publish import artifact_key, publish_thread, request_markdown, thread_markdown
 from agents.adapter.store import ThreadStore
 from agents.adapter.tasks import execute_call, llm_step
@@ -99,25 +99,20 @@ def run_agent(
                 attempt = len(thread.for_proposal(DecisionEvent, p.id))
                 suspend_key = approval_key(p.id, attempt)
                 publish(f"awaiting approval of {p.intent}", suspend_key)
-                form = ApprovalInput.with_initial_data(
-                    description=_request(agent, thread, p, "approval.md.j2", timeout), proposal_digest=p.digest
-                )
+                form = approval_form(p.digest, _request(agent, thread, p, "approval.md.j2", timeout))
                 answer = _suspend(form, suspend_key, timeout, logger, f"approval of {p.intent} {p.args}")
-                decision = "approved" if answer.decision == "approve" else "rejected"
-                if answer.proposal_digest != p.digest:
-                    logger.warning("void %s for %s: its digest does not match the proposal; asking again", decision, p.id)
-                add(DecisionEvent(proposal_id=p.id, proposal_digest=answer.proposal_digest, decision=decision,
+                # The form's answer field is named after p.digest and the server refuses any other: bound.
+                decision = "approved" if decision_of(answer, p.digest) == "approve" else "rejected"
+                add(DecisionEvent(proposal_id=p.id, proposal_digest=p.digest, decision=decision,
                                   feedback=answer.feedback, approver=answer.approver or "unknown",
                                   at=_answered_at(run_id, suspend_key)))
             case AwaitAnswer(proposal=p):
                 attempt = len(thread.for_proposal(AnswerEvent, p.id))
                 suspend_key = answer_key(p.id, attempt)
                 publish(f"waiting for an answer to {p.id}", suspend_key)
-                form = AnswerInput.with_initial_data(
-                    description=_request(agent, thread, p, "question.md.j2", timeout), proposal_digest=p.digest
-                )
+                form = answer_form(p.digest, _request(agent, thread, p, "question.md.j2", timeout))
                 reply_in = _suspend(form, suspend_key, timeout, logger, f"an answer to {p.args}")
-                add(AnswerEvent(proposal_id=p.id, answer=reply_in.answer, by=reply_in.by or "unknown",
+                add(AnswerEvent(proposal_id=p.id, answer=answer_of(reply_in, p.digest), by=reply_in.by or "unknown",
                                 at=_answered_at(run_id, suspend_key)))
             case Execute(proposal=p):
                 idem = idempotency_key(run_id, action)

@@ -8,6 +8,7 @@ from prefect import task
 from prefect.context import TaskRunContext
 
 from agents.prompts import abbreviate_hex, compact, render, render_thread
+from agents.reducer import void_decisions
 from agents.thread import Event, ProposalEvent, Thread
 
 __all__ = ["artifact_key", "publish_thread", "request_markdown", "summarize", "thread_markdown"]
@@ -19,7 +20,8 @@ def artifact_key(agent: str, run_id: str) -> str:
     return "".join(c if c.isalnum() or c == "-" else "-" for c in raw)
 
 
-def summarize(event: Event) -> str:
+def summarize(event: Event, *, void: bool = False) -> str:
+    """One line per event for humans; `void`: a decision made for another version of the call (it counts for nothing)."""
     match event.type:
         case "trigger":
             text = f"{event.request} (from {event.source}, {event.actor})"
@@ -28,8 +30,12 @@ def summarize(event: Event) -> str:
         case "proposal":
             text = f"{event.intent} {compact(event.args)}" + (f" — {event.reason}" if event.reason else "")
         case "decision":
-            text = f"{event.decision} by {event.approver} at {event.at:%Y-%m-%d %H:%M:%S}Z" + (
+            noun = "approval" if event.decision == "approved" else "rejection"
+            verdict = f"VOID {noun}" if void else event.decision
+            text = f"{verdict} by {event.approver} at {event.at:%Y-%m-%d %H:%M:%S}Z" + (
                 f": {event.feedback}" if event.feedback else "")
+            if void:
+                text += " (made for another version of the call: not executed, asked again)"
         case "answer":
             text = f"{event.by}: {event.answer}"
         case "receipt":
@@ -46,7 +52,8 @@ def summarize(event: Event) -> str:
 
 
 def thread_markdown(agent: str, thread: Thread, status: str) -> str:
-    rows = [{"type": e.type, "detail": summarize(e)} for e in thread.events]
+    void = void_decisions(thread)
+    rows = [{"type": e.type, "detail": summarize(e, void=i in void)} for i, e in enumerate(thread.events)]
     return render("thread_artifact.md.j2", agent=agent, status=status, rows=rows, n_events=len(thread.events),
                   digest=thread.digest(), thread_json=thread.model_dump_json(indent=1))
 

@@ -79,9 +79,9 @@ def resume_latency(served: Served, http: httpx.Client, approvals: ApprovalsClien
         run = create_run(http, served.deployment_id, {"model": model.model, "effects": str(effects)})  # type: ignore[attr-defined]
         wait_state(http, run, {"PAUSED"})
         wait_exited(int((effects / f"{run}.body").read_text().split()[1]))  # a human is never faster than this
-        digest = approvals.show(run).proposal_digest
+        field = approvals.show(run).field
         t0 = time.time()
-        approvals.resume(run, {"decision": "approve", "approver": "bench", "proposal_digest": digest})
+        approvals.resume(run, {field: "approve", "approver": "bench"})
         tool = effects / f"{run}.tool"
         while not tool.exists():
             time.sleep(0.01)

@@ -1,0 +1,76 @@
+"""A decision made for another version of a call counts for nothing, and every record says so.
+
+The gate's forms make the server refuse such answers (tests/test_gate.py), but a thread can still hold one (a
+plain-Python runner, an imported or older thread); the model's thread, the artifact, the report and the rollback
+agent's summary must never show it as "approved by X".
+"""
+
+from __future__ import annotations
+
+from agents.adapter.publish import thread_markdown
+from agents.execution import receipt
+from agents.prompts import render_thread
+from agents.reducer import AwaitApproval, Execute, next_action, void_decisions
+from agents.thread import DecisionEvent, ResultEvent, Thread
+from factories import AGENT, AT, NEW, deploy_context, proposal
+from flows.prefetch import deploy_summary
+from flows.report import agent_rows
+
+STALE = "f" * 64
+
+
+def stale_then_valid() -> Thread:
+    """mallory approves with another proposal's digest (void); the run asks again; alice approves; it runs."""
+    p = proposal("deploy_backend_to_prod", 1, sha=NEW)
+    thread = deploy_context().append(p, DecisionEvent(proposal_id=p.id, proposal_digest=STALE, decision="approved",
+                                                      approver="mallory", at=AT))
+    assert isinstance(next_action(AGENT, thread), AwaitApproval)  # void: asked again, nothing runs
+    thread = thread.append(DecisionEvent(proposal_id=p.id, proposal_digest=p.digest, decision="approved",
+                                         approver="alice", at=AT))
+    action = next_action(AGENT, thread)
+    assert isinstance(action, Execute) and action.approval is not None and action.approval.approver == "alice"
+    proof = receipt(action, "run:deploy-1:abc")
+    assert proof is not None
+    return thread.append(proof, ResultEvent(proposal_id=p.id, intent=p.intent,
+                                            output={"service": "backend", "sha": NEW, "ok": True, "noop": False},
+                                            idempotency_key="run:deploy-1:abc"))
+
+
+def test_void_decisions_are_found_by_digest() -> None:
+    thread = stale_then_valid()
+    void = void_decisions(thread)
+    assert [thread.events[i].approver for i in void] == ["mallory"]  # type: ignore[union-attr]
+
+
+def test_the_model_sees_a_void_approval_as_void() -> None:
+    text = render_thread(stale_then_valid())
+    assert "void approval 1 by mallory: made for another version of the call; nothing ran" in text
+    assert "approved 1 by mallory" not in text
+    assert "approved 1 by alice" in text
+
+
+def test_the_artifact_shows_a_void_approval_as_void() -> None:
+    markdown = thread_markdown("deploy", stale_then_valid(), "done")
+    assert "VOID approval by mallory" in markdown and "not executed, asked again" in markdown
+    assert "approved by mallory" not in markdown
+    assert "approved by alice" in markdown
+
+
+def test_the_report_and_the_rollback_summary_name_the_real_approver() -> None:
+    thread = stale_then_valid()
+    (row,) = agent_rows("deploy", thread, [])
+    assert row["by"].startswith("VOID approval by mallory") and "approved by alice" in row["by"]
+    assert "approved by mallory" not in row["by"]
+    summary = deploy_summary(thread, NEW)
+    assert summary["ran"] == [{"call": "deploy_backend_to_prod", "sha": NEW, "approved_by": "alice", "ok": True}]
+
+
+def test_a_void_rejection_is_not_a_rejection() -> None:
+    p = proposal("deploy_frontend_to_prod", 1, sha=NEW)
+    thread = deploy_context().append(p, DecisionEvent(proposal_id=p.id, proposal_digest=STALE, decision="rejected",
+                                                      feedback="no", approver="mallory", at=AT))
+    assert isinstance(next_action(AGENT, thread), AwaitApproval)
+    assert "void rejection 1 by mallory" in render_thread(thread)
+    assert deploy_summary(thread, NEW)["rejected"] == "none"
+    (row,) = agent_rows("deploy", thread, [])
+    assert row["outcome"] == "proposed" and row["by"].startswith("VOID rejection by mallory")
