@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from agents.adapter.links import V2_HOW_TO, run_page, ui_base_url
+
 __all__ = [
     "AUTOMATION_NAME",
     "NOTIFY_BLOCK_ENV",
@@ -37,7 +39,6 @@ __all__ = [
     "pipeline_spec",
     "schedules_of",
     "triggers_of",
-    "ui_base_url",
 ]
 
 PREFECT_FILE = Path(__file__).resolve().parent.parent / "deployments" / "prefect.yaml"
@@ -137,23 +138,12 @@ def describe(flow_name: str, deployment_name: str, schedules: list[Any], trigger
 # -- telling approvers -----------------------------------------------------------------------------------------------
 
 
-def ui_base_url() -> str | None:
-    """The UI's address for links: PREFECT_UI_URL, else PREFECT_API_URL without its `/api` suffix."""
-    configured = os.environ.get("PREFECT_UI_URL", "").strip()
-    if configured:
-        return configured.rstrip("/")
-    api = os.environ.get("PREFECT_API_URL", "").strip().rstrip("/")
-    if not api:
-        return None
-    return api[: -len("/api")] if api.endswith("/api") else api
-
-
 def _message(ui: str | None) -> tuple[str, str, str]:
     """Subject, body (notification blocks) and JSON payload (webhook) templates, rendered by the server's Jinja."""
-    link = f"{ui}/runs/flow-run/{{{{ flow_run.id }}}}" if ui else "{{ flow_run|ui_url }}"
+    link = run_page(ui, "{{ flow_run.id }}") if ui else "{{ flow_run|ui_url }}"
     subject = "Approval needed: {{ flow.name }}/{{ flow_run.name }}"
     body = ("Flow run {{ flow.name }}/{{ flow_run.name }} ({{ flow_run.id }}) is waiting for a decision.\n"
-            f"Open it in the Prefect UI and choose Resume: {link}\n"
+            f"Open it in the Prefect UI ({V2_HOW_TO}): {link}\n"
             "Or from a shell: microagents show {{ flow_run.id }}, then microagents approve|reject {{ flow_run.id }}")
     fields = {
         "text": "Approval needed: {{ flow.name }}/{{ flow_run.name }}: " + link,

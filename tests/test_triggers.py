@@ -268,7 +268,7 @@ def test_a_push_on_main_starts_exactly_one_run_that_asks_for_approval_and_notifi
     body = json.loads(notice["body"])
     assert body["event"] == "prefect.flow-run.Suspended" and body["flow_run_id"] == run["id"]
     assert body["flow_name"] == FLOW and body["deployment_name"] == NAME
-    assert body["ui_url"].endswith(f"/runs/flow-run/{run['id']}") and body["ui_url"].startswith("http://127.0.0.1:")
+    assert body["ui_url"].endswith(f"/v2/runs/flow-run/{run['id']}") and body["ui_url"].startswith("http://127.0.0.1:")
     assert notice["content_type"] == "application/json"
 
     time.sleep(max(0.0, 5 - (time.monotonic() - started)))  # still exactly one, a few seconds later

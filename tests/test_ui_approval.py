@@ -12,6 +12,7 @@ FAILS with a message saying so: CI installs both, so a missing browser is a brok
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from agents.adapter.approvals import ApprovalsClient
 from agents.adapter.local_server import LocalPrefectServer, ServerStartError, free_port
 from agents.scripted import ScriptedModel
 from prefect_harness import Served, create_run, lines, next_pause, wait_state
-from ui_driver import Browser, RunPage, Screenshots, require_chromium, until
+from ui_driver import Browser, ClassicRunPage, RunPage, Screenshots, require_chromium, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.ui]
 
@@ -115,6 +116,24 @@ def latest_artifact(http: httpx.Client, key: str) -> dict[str, Any]:
     return max(until(read, f"artifact {key} listed", timeout=30), key=lambda a: a["created"])
 
 
+def printed_link(http: httpx.Client, run_id: str, line_start: str) -> str:
+    """The UI link in the run's first log line starting with `line_start`, exactly as printed."""
+    def find() -> str:
+        logs = http.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}).json()
+        for log in logs:
+            if log["message"].startswith(line_start):
+                return re.search(r"open (http\S+)", log["message"]).group(1)  # type: ignore[union-attr]
+        return ""
+
+    return until(find, f"a log line starting {line_start!r}", timeout=30)
+
+
+def printed_in(log: Path, text: str) -> str:
+    """`text` as it appears in a log file (waits for it); returns the URL it ends with."""
+    until(lambda: text in log.read_text(errors="replace"), f"{text!r} in {log}", timeout=30)
+    return text.split("View at ", 1)[1]
+
+
 def test_reject_then_approve_in_the_prefect_ui(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     # Checked before any fixture starts a server: a machine without the browser fails at once, and says why.
     problem = require_chromium()
@@ -136,7 +155,10 @@ def test_reject_then_approve_in_the_prefect_ui(request: pytest.FixtureRequest, t
     key1 = next_pause(http, run)
     page = browser.new_page()
     retries = 0
-    ui = RunPage(page, ui_server.ui_url, run)
+    # The links as printed: ours in the run's log (the current UI), Prefect's own "View at" line (the classic UI).
+    ours = printed_link(http, run, "waiting for approval")
+    assert ours == f"{ui_server.ui_url}/v2/runs/flow-run/{run}", ours
+    ui = RunPage(page, ours)
 
     with ApprovalsClient(ui_server.api_url, ui_server.auth_string) as approvals:
         # 1. The suspended run, its Markdown proposal, and a rejection with feedback.
@@ -147,9 +169,12 @@ def test_reject_then_approve_in_the_prefect_ui(request: pytest.FixtureRequest, t
             heading = dialog.proposal_heading()
             assert "proposes" in heading and "deploy_frontend_to_prod" in heading, heading
             assert dialog.root.get_by_role("heading", name="staging").is_visible()  # a Markdown section of context
-        digest1 = approvals.show(run).proposal_digest
+            # One paragraph, not broken at the template's line ends.
+            assert dialog.root.get_by_text("sends your feedback to the agent, which then proposes again").is_visible()
+            # No technical field to guard: the form is Decision, Feedback, Approver.
+            assert dialog.root.get_by_role("textbox").count() == 2
+        field1 = approvals.show(run).field
         with shots.step(page, "reject with feedback filled in"):
-            assert dialog.value("Proposal Digest") == digest1  # pre-filled by the form, left as it is
             dialog.choose("Decision", "reject")
             dialog.fill("Feedback", "deploy the backend first")
             dialog.fill("Approver", "alice")
@@ -157,8 +182,7 @@ def test_reject_then_approve_in_the_prefect_ui(request: pytest.FixtureRequest, t
         with shots.step(page, "rejection submitted"):
             sent = dialog.submit()
         retries += dialog.retries
-        assert sent == {"decision": "reject", "feedback": "deploy the backend first", "approver": "alice",
-                        "proposal_digest": digest1}, sent
+        assert sent == {field1: "reject", "feedback": "deploy the backend first", "approver": "alice"}, sent
 
         # 2. The agent proposes again (the backend first); approve it.
         key2 = next_pause(http, run, after=key1)
@@ -168,44 +192,53 @@ def test_reject_then_approve_in_the_prefect_ui(request: pytest.FixtureRequest, t
             dialog = ui.resume_dialog()
             heading = dialog.proposal_heading()
             assert "deploy_backend_to_prod" in heading, heading
-        digest2 = approvals.show(run).proposal_digest
-        assert digest2 != digest1
+        field2 = approvals.show(run).field
+        assert field2 != field1
         with shots.step(page, "approve the backend"):
-            assert dialog.value("Proposal Digest") == digest2
             dialog.choose("Decision", "approve")
             dialog.fill("Approver", "bob")
             dialog.show_form_end()
         with shots.step(page, "backend approval submitted"):
             sent = dialog.submit()
         retries += dialog.retries
-        assert sent == {"decision": "approve", "feedback": "", "approver": "bob", "proposal_digest": digest2}, sent
+        assert sent == {field2: "approve", "feedback": "", "approver": "bob"}, sent
 
-        # 3. Then the frontend again; approve it too.
+        # 3. Then the frontend again; approve it in the classic UI, opened from Prefect's own printed link.
         key3 = next_pause(http, run, after=key2)
         assert len(lines(effects / "backend.log")) == 1
-        with shots.step(page, "third proposal in the resume dialog"):
-            ui.open(state="Suspended")
-            dialog = ui.resume_dialog()
-            heading = dialog.proposal_heading()
-            assert "deploy_frontend_to_prod" in heading, heading
-        digest3 = approvals.show(run).proposal_digest
-        with shots.step(page, "approve the frontend"):
-            assert dialog.value("Proposal Digest") == digest3
-            dialog.choose("Decision", "approve")
-            dialog.fill("Approver", "bob")
-            dialog.show_form_end()
+        classic_link = printed_in(served.log, f"View at {ui_server.ui_url}/runs/flow-run/{run}")
+        classic = ClassicRunPage(page, classic_link)
+        with shots.step(page, "third proposal in the classic UI's resume dialog"):
+            classic_dialog = classic.open(state="Suspended").resume_dialog()
+            # What an approver sees first in the classic UI's scroll box (about 220 px on a 1366x768 laptop screen),
+            # without scrolling: the call, its arguments and why; below the box, always on screen, the Decision
+            # field says what each answer does and until when.
+            box = classic_dialog.description_box()
+            first = classic_dialog.first_view(
+                box.get_by_role("heading", name="proposes"), box.get_by_role("table"),
+                box.get_by_text("Why (the agent's words):"))
+            assert first == [True, True, True], first
+            decision = classic_dialog.field("Decision")
+            assert decision.get_by_text(re.compile(r"approve: the call runs once, exactly as shown\..*Decide before "
+                                                   r"\d{4}-\d\d-\d\d")).is_visible()
+            assert "deploy_frontend_to_prod" in box.get_by_role("heading", name="proposes").inner_text()
+        field3 = approvals.show(run).field
+        with shots.step(page, "approve the frontend in the classic UI"):
+            classic_dialog.choose("Decision", "approve")
+            classic_dialog.fill("Approver", "bob")
         with shots.step(page, "frontend approval submitted"):
-            sent = dialog.submit()
-        retries += dialog.retries
-        assert sent["decision"] == "approve" and sent["proposal_digest"] == digest3, sent
+            sent = classic_dialog.submit()
+        retries += classic_dialog.retries
+        assert sent == {field3: "approve", "feedback": "", "approver": "bob"}, sent
 
-    # 4. The run completes; the page (still open, polling) shows it.
+    # 4. The run completes; the current UI's page shows it.
     wait_state(http, run, {"COMPLETED"})
     with shots.step(page, "run completed"):
+        ui.open()
         ui.wait_for_state("Completed")
     assert key3 not in (key1, key2)
-    # Every decision counted: the digests went back unchanged, so no approval was void (a void one asks again,
-    # and the run would not have completed on three answers); each approved call ran exactly once.
+    # Every decision counted (three answers, three decisions: none refused, none asked again); each approved call
+    # ran exactly once.
     assert len(lines(effects / "backend.log")) == 1 and len(lines(effects / "frontend.log")) == 1
     assert len(scripted.requests()) == 4
 

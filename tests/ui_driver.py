@@ -1,4 +1,4 @@
-"""Drive the Prefect UI (v2, prefect 3.9) in the system's headless Chromium: a small page-object layer for tests.
+"""Drive the Prefect UI (prefect 3.9, both UIs) in the system's headless Chromium: a small page-object layer for tests.
 
 Selectors are roles and visible text, checked against prefect 3.9.1's UI v2 with Debian chromium 156 and Python
 playwright 1.65:
@@ -10,6 +10,12 @@ playwright 1.65:
   when it has a default); submit with button "Resume"; the UI then shows the notice "Flow run resumed";
 - run page tab "Artifacts": one link per artifact (named after its key) -> ``/v2/artifacts/artifact/<id>``, where a
   Markdown artifact is rendered (tables included).
+
+and against the classic UI (``/runs/flow-run/<id>``, the link in Prefect's own "View at" log lines): Resume is a
+button in the page header; the dialog shows the description in a scroll box (``article.markdown-renderer``, about
+350-450 px tall depending on the window) above the form; each field is a ``.schema-form-property`` block with its
+title in a label; a ``Literal`` field is a select button that opens (focus + Space) a listbox of options; a ``str``
+field is a textarea; submit with button "Submit".
 
 Playwright is imported lazily by ``require_chromium()`` / ``launch()`` so a missing package fails the test with a
 clear message instead of breaking collection. The browser never leaves 127.0.0.1: every other request is aborted
@@ -32,8 +38,8 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Locator, Page, Playwright, Request
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "ArtifactPage", "Browser", "ResumeDialog", "RunPage", "Screenshots",
-           "require_chromium", "until"]
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "ArtifactPage", "Browser", "ClassicResumeDialog", "ClassicRunPage",
+           "ResumeDialog", "RunPage", "Screenshots", "require_chromium", "submit_resume", "until"]
 
 CHROMIUM = os.environ.get("UI_TEST_CHROMIUM", "/usr/bin/chromium")  # Debian's package; override for other systems
 CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -98,7 +104,7 @@ class Screenshots:
 class Browser:
     """Headless system Chromium with a fresh profile; only 127.0.0.1 is reachable."""
 
-    def __init__(self, user_data_dir: Path, *, viewport: tuple[int, int] = (1400, 1000)) -> None:
+    def __init__(self, user_data_dir: Path, *, viewport: tuple[int, int] = (1366, 768)) -> None:  # a laptop
         self.user_data_dir, self.viewport = user_data_dir, viewport
         self.blocked: list[str] = []
         self._playwright: Playwright | None = None
@@ -196,42 +202,43 @@ class ResumeDialog:
         """Scroll the dialog so the filled form and the submit button are in its screenshot."""
         self.root.get_by_role("button", name="Resume", exact=True).scroll_into_view_if_needed()
 
-    def submit(self, attempts: int = 5) -> dict[str, Any]:
-        """Click "Resume"; return the run_input the UI POSTed once the server accepted it and the UI said so.
+    def submit(self) -> dict[str, Any]:
+        sent, retries = submit_resume(self.page, self.root.get_by_role("button", name="Resume", exact=True))
+        self.retries += retries
+        return sent
 
-        A SQLite-backed server answers 503 when its database is locked (the runner, the UI's polling and the
-        server's services all write); the resume transaction is then rolled back, the UI says "Failed to resume
-        flow run" and keeps the dialog open with the form filled in. A person clicks Resume again; so do we.
-        """
-        def is_resume(request: Request) -> bool:
-            return request.method == "POST" and urlsplit(request.url).path.endswith("/resume")
 
-        for attempt in range(1, attempts + 1):
-            with self.page.expect_response(lambda r: is_resume(r.request)) as answered:
-                self.root.get_by_role("button", name="Resume", exact=True).click()
-            response = answered.value
-            if response.status in (502, 503, 504) and attempt < attempts:
-                self.retries += 1
-                self.page.get_by_text("Failed to resume flow run").first.wait_for()
-                time.sleep(0.5 * attempt)
-                continue
-            assert response.ok, f"resume POST failed: HTTP {response.status} {response.text()[:300]}"
-            body = response.json()
-            assert body.get("status") == "ACCEPT", f"the server refused the UI's input: {body}"
-            self.page.get_by_text("Flow run resumed").first.wait_for()
-            return json.loads(response.request.post_data or "{}")["run_input"]
-        raise AssertionError("unreachable")
+def submit_resume(page: Page, button: Locator, attempts: int = 5) -> tuple[dict[str, Any], int]:
+    """Click the form's submit button; return (the run_input the UI POSTed, retries) once the server accepted it.
+
+    A SQLite-backed server answers 503 when its database is locked (the runner, the UI's polling and the server's
+    services all write); the resume transaction is then rolled back, the UI says "Failed to resume flow run" and
+    keeps the dialog open with the form filled in. A person clicks again; so do we.
+    """
+    def is_resume(request: Request) -> bool:
+        return request.method == "POST" and urlsplit(request.url).path.endswith("/resume")
+
+    for attempt in range(1, attempts + 1):
+        with page.expect_response(lambda r: is_resume(r.request)) as answered:
+            button.click()
+        response = answered.value
+        if response.status in (502, 503, 504) and attempt < attempts:
+            page.get_by_text("Failed to resume flow run").first.wait_for()
+            time.sleep(0.5 * attempt)
+            continue
+        assert response.ok, f"resume POST failed: HTTP {response.status} {response.text()[:300]}"
+        body = response.json()
+        assert body.get("status") == "ACCEPT", f"the server refused the UI's input: {body}"
+        page.get_by_text("Flow run resumed").first.wait_for()
+        return json.loads(response.request.post_data or "{}")["run_input"], attempt - 1
+    raise AssertionError("unreachable")
 
 
 class RunPage:
-    """The flow run page of UI v2."""
+    """The flow run page of UI v2, opened at `url` exactly as a message printed it."""
 
-    def __init__(self, page: Page, ui_url: str, run_id: str) -> None:
-        self.page, self.ui_url, self.run_id = page, ui_url.rstrip("/"), run_id
-
-    @property
-    def url(self) -> str:
-        return f"{self.ui_url}/v2/runs/flow-run/{self.run_id}"
+    def __init__(self, page: Page, url: str) -> None:
+        self.page, self.url = page, url
 
     def header(self) -> Locator:
         """The innermost block holding the breadcrumb and the state badge."""
@@ -297,3 +304,74 @@ class ArtifactPage:
         rows = self.page.get_by_role("row").filter(has=self.page.get_by_role("cell", name=kind, exact=True))
         rows.first.wait_for()
         return [" ".join(t.split()) for t in rows.all_inner_texts()]
+
+
+class ClassicResumeDialog:
+    """The classic UI's "Resume Flow Run" dialog."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.root = page.get_by_role("dialog").filter(has_text="Resume Flow Run")
+        self.retries = 0
+
+    def description_box(self) -> Locator:
+        """The scroll box that holds the rendered description."""
+        return self.root.locator("article.markdown-renderer").first
+
+    def first_view(self, *elements: Locator) -> list[bool]:
+        """For each element: is it inside the description box's visible part before any scrolling?"""
+        box = self.description_box()
+        box.evaluate("e => e.scrollTo(0, 0)")
+        top, height = box.evaluate("e => [e.getBoundingClientRect().top, e.clientHeight]")
+        seen = []
+        for element in elements:
+            rect = element.evaluate("e => [e.getBoundingClientRect().top, e.getBoundingClientRect().bottom]")
+            seen.append(rect[0] >= top - 1 and rect[1] <= top + height + 1)
+        return seen
+
+    def field(self, title: str) -> Locator:
+        label = self.page.locator("label", has_text=re.compile(rf"^\s*{re.escape(title)}( \(Optional\))?\s*$"))
+        return self.root.locator(".schema-form-property").filter(has=label).first
+
+    def choose(self, title: str, value: str) -> None:
+        control = self.field(title).locator("button.p-select-button__control")
+        option = self.page.get_by_role("option", name=value, exact=True)
+
+        def opened() -> bool:
+            if not option.is_visible():
+                control.focus()
+                self.page.keyboard.press(" ")  # a click does not always open it; Space does
+                option.wait_for(timeout=3000)
+            return option.is_visible()
+
+        until(opened, f"{title} options shown", timeout=30, interval=0.5)
+        option.click()
+        until(lambda: value in control.inner_text(), f"{title} shows {value!r}", timeout=10)
+
+    def fill(self, title: str, value: str) -> None:
+        box = self.field(title).locator("textarea")
+        box.fill(value)
+        until(lambda: box.input_value() == value, f"{title} holds {value!r}", timeout=10)
+
+    def submit(self) -> dict[str, Any]:
+        sent, retries = submit_resume(self.page, self.root.get_by_role("button", name="Submit", exact=True))
+        self.retries += retries
+        return sent
+
+
+class ClassicRunPage:
+    """The classic UI's flow run page, opened at `url` exactly as Prefect's log line printed it."""
+
+    def __init__(self, page: Page, url: str) -> None:
+        self.page, self.url = page, url
+
+    def open(self, state: str) -> ClassicRunPage:
+        self.page.goto(self.url, wait_until="domcontentloaded")
+        self.page.get_by_text(state, exact=True).first.wait_for()
+        return self
+
+    def resume_dialog(self) -> ClassicResumeDialog:
+        self.page.get_by_role("button", name="Resume").first.click()
+        dialog = ClassicResumeDialog(self.page)
+        dialog.root.get_by_text("proposes").first.wait_for()
+        return dialog

@@ -48,8 +48,11 @@ def answer_field(digest: str) -> str:
     return f"answer_{digest[:DIGEST_IN_FIELD]}"
 
 
-def approval_form(digest: str, description: str) -> type[RunInput]:
-    """The approval form for the proposal with this digest: decision (required), feedback, approver."""
+def approval_form(digest: str, description: str, expires_at: str | None = None) -> type[RunInput]:
+    """The approval form for the proposal with this digest: decision (required), feedback, approver.
+
+    The deadline goes into the Decision field's text too: it stays on screen below the description's scroll box.
+    """
     from prefect.input import RunInput
 
     model = create_model(
@@ -59,7 +62,8 @@ def approval_form(digest: str, description: str) -> type[RunInput]:
             decision_field(digest): (Decision, Field(
                 title="Decision",
                 description="approve: the call runs once, exactly as shown. reject: nothing runs; your feedback "
-                            "goes to the agent.",
+                            "goes to the agent." + (f" Decide before {expires_at}: after that the run fails and "
+                                                    "nothing runs." if expires_at else ""),
                 json_schema_extra={DIGEST_SCHEMA_KEY: digest},
             )),
             "feedback": (str, Field(default="", max_length=2000, title="Feedback",
@@ -71,7 +75,7 @@ def approval_form(digest: str, description: str) -> type[RunInput]:
     return cast(type[RunInput], model.with_initial_data(description=description))
 
 
-def answer_form(digest: str, description: str) -> type[RunInput]:
+def answer_form(digest: str, description: str, expires_at: str | None = None) -> type[RunInput]:
     """The answer form for the question with this digest: answer (required), by."""
     from prefect.input import RunInput
 
@@ -80,7 +84,9 @@ def answer_form(digest: str, description: str) -> type[RunInput]:
         __base__=RunInput,
         **{
             answer_field(digest): (str, Field(
-                min_length=1, max_length=4000, title="Answer", description="Your answer to the agent's question.",
+                min_length=1, max_length=4000, title="Answer",
+                description="Your answer to the agent's question." + (
+                    f" Answer before {expires_at}: after that the run fails." if expires_at else ""),
                 json_schema_extra={DIGEST_SCHEMA_KEY: digest},
             )),
             "by": (str, Field(default="", max_length=100, title="By", description="Your name, recorded with the answer.")),

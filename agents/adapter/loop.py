@@ -99,7 +99,8 @@ def run_agent(
                 attempt = len(thread.for_proposal(DecisionEvent, p.id))
                 suspend_key = approval_key(p.id, attempt)
                 publish(f"awaiting approval of {p.intent}", suspend_key)
-                form = approval_form(p.digest, _request(agent, thread, p, "approval.md.j2", timeout))
+                expires = _expires_at(timeout)
+                form = approval_form(p.digest, _request(agent, thread, p, "approval.md.j2", expires), expires)
                 answer = _suspend(form, suspend_key, timeout, logger, f"approval of {p.intent} {p.args}")
                 # The form's answer field is named after p.digest and the server refuses any other: bound.
                 decision = "approved" if decision_of(answer, p.digest) == "approve" else "rejected"
@@ -110,7 +111,8 @@ def run_agent(
                 attempt = len(thread.for_proposal(AnswerEvent, p.id))
                 suspend_key = answer_key(p.id, attempt)
                 publish(f"waiting for an answer to {p.id}", suspend_key)
-                form = answer_form(p.digest, _request(agent, thread, p, "question.md.j2", timeout))
+                expires = _expires_at(timeout)
+                form = answer_form(p.digest, _request(agent, thread, p, "question.md.j2", expires), expires)
                 reply_in = _suspend(form, suspend_key, timeout, logger, f"an answer to {p.args}")
                 add(AnswerEvent(proposal_id=p.id, answer=answer_of(reply_in, p.digest), by=reply_in.by or "unknown",
                                 at=_answered_at(run_id, suspend_key)))
@@ -134,8 +136,11 @@ def run_agent(
                 assert_never(action)
 
 
-def _request(agent: Agent, thread: Thread, p: ProposalEvent, template: str, timeout: float) -> str:
-    expires = (datetime.now(UTC) + timedelta(seconds=timeout)).strftime("%Y-%m-%d %H:%M:%S UTC")
+def _expires_at(timeout: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=timeout)).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _request(agent: Agent, thread: Thread, p: ProposalEvent, template: str, expires: str) -> str:
     return request_markdown(template, agent.name, thread, p, step=model_steps(thread), max_steps=agent.max_steps,
                             expires_at=expires)
 
@@ -153,8 +158,10 @@ def _where_to_answer() -> str:
     from prefect.runtime import flow_run
     from prefect.settings import PREFECT_UI_URL
 
+    from agents.adapter.links import V2_HOW_TO, run_page
+
     run_id, ui = flow_run.get_id(), PREFECT_UI_URL.value()
-    page = f"open {ui.rstrip('/')}/runs/flow-run/{run_id} (menu: Resume), or " if ui else ""
+    page = f"open {run_page(ui, run_id)} ({V2_HOW_TO}), or " if ui else ""
     return f"{page}run `microagents show {run_id}`"
 
 
