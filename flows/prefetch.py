@@ -18,6 +18,7 @@ from agents.thread import (
     Thread,
     TriggerEvent,
 )
+from flows import outcomes
 from flows.targets.base import SERVICES
 
 __all__ = [
@@ -142,9 +143,11 @@ def deploy_thread(run_id: str, sha: str, requested: str, *, source: str, actor: 
 def rollback_thread(run_id: str, sha: str, *, actor: str, deployed: Thread, prod_e2e: dict[str, Any],
                     prod: dict[str, Any], tags: dict[str, Any]) -> Thread:
     """A fresh thread for the rollback agent: the deploy in brief, the failure, and the releases to go back to."""
+    what = outcomes.describe(outcomes.changes(deployed)) or "nothing"
     return Thread(id=f"rollback-{run_id}", events=(
         TriggerEvent(source="deploy-pipeline", actor=actor,
-                     request=f"production e2e failed after deploying {sha}; put production back on a working release"),
+                     request=f"production e2e failed after this run (for {sha}) deployed {what}; put production back "
+                             "on a working release"),
         ContextEvent(name="deploy_summary", payload=deploy_summary(deployed, sha)),
         ContextEvent(name="prod_e2e", payload=e2e_failure(prod_e2e)),
         ContextEvent(name="previous_releases", payload=previous_releases(prod, tags["by_sha"])),
