@@ -358,13 +358,16 @@ def test_a_second_production_change_waits_for_the_first(
             assert time.monotonic() < deadline, "run a never started its production deploy"
             time.sleep(0.1)
         approvals.approve(runs["b"], "bob")
+        # Positive synchronisation: run b logs that it waits only after the server refused it the slot (423), so
+        # once that line is stored, b has really reached the slot and been held back there.
         deadline = time.monotonic() + 90
-        while not any(t.startswith("execute deploy_backend_to_prod") for t in running_tasks(http, runs["b"])):
+        while not [log for log in run_logs(http, runs["b"]) if "waiting for 'production-changes'" in log["message"]]:
             assert not lines(works["b"] / "times.log"), "run b deployed to production while run a was deploying"
-            assert time.monotonic() < deadline, "run b never started executing its approved deploy"
+            assert time.monotonic() < deadline, (
+                f"run b was never refused the slot; its running tasks: {running_tasks(http, runs['b'])}")
             time.sleep(0.1)
-        time.sleep(2)  # b would have started its deploy command by now if nothing held it back
-        assert lines(works["b"] / "times.log") == []
+        assert lines(works["b"] / "times.log") == [], "run b deployed to production while run a was deploying"
+        assert any(t.startswith("execute deploy_backend_to_prod") for t in running_tasks(http, runs["b"]))
         limit = http.get("/v2/concurrency_limits/production-changes").json()
         assert (limit["limit"], limit["active_slots"]) == (1, 1)
         assert flow_state(http, runs["b"])["type"] == "RUNNING"
