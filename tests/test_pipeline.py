@@ -224,8 +224,8 @@ def test_production_failure_is_rolled_back(
     approvals.approve(run, "carol")
     state = wait_state(http, run, {"FAILED"}, timeout=120)
     assert state["message"] == (f"production e2e failed (backend_version, frontend_backend_compatible) after this "
-                                f"run deployed backend {bad[:12]}; rolled back backend to {good[:12]}; production e2e passes again (backend on "
-                                f"{good[:12]}, frontend on {good[:12]})")
+                                f"run deployed backend {bad[:12]}; rolled back backend to {good[:12]}; production "
+                                f"e2e passes again (backend on {good[:12]}, frontend on {good[:12]})")
 
     assert http_get(local.url("production", "backend") + "/api/version").json() == {"sha": good, "api": 2}
     assert local.run_e2e("production").passed

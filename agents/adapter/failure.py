@@ -3,7 +3,7 @@
 Why this module exists: a flow that returns a Failed state is resolved by the engine after the state is set
 (`FlowRunEngine.result()` -> `State.result()` -> `get_state_exception`), and `prefect.flow_engine.run_flow` logs
 whatever that raises as "Engine execution exited with unexpected exception" WITH a traceback, on every failed run
-of a deployment (prefect 3.8/3.9). With a dict as the state's data it is even a TypeError ("dict cannot be
+of a deployment (seen with prefect 3.9.1). With a dict as the state's data it is even a TypeError ("dict cannot be
 resolved into an exception"). So the state's data is the exception Prefect expects (`OutcomeFailure`, what
 `exception_to_failed_state` would store), and the run logger drops that one engine record when it carries an
 `OutcomeFailure`: the flow logs its own single ERROR line. Any other exception is logged by Prefect as before.
