@@ -1,6 +1,6 @@
 """The README's main command (after its install step) as a subprocess in a temp directory: it reaches 'waiting for
-approval' for a pushed SHA, shuts down cleanly on SIGINT with no process left behind, and a second start reuses the
-same home."""
+approval' for a pushed SHA, the commands it prints run as printed, it prints a line when a run ends, it shuts down
+cleanly on SIGINT with no process left behind, and a second start reuses the home (database, runs, environments)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -48,8 +49,11 @@ def alive(pid: int) -> bool:
 
 
 class Stack:
+    started: list[Stack] = []  # stopped after the test whatever happened (fixture `stop_stacks`)
+
     def __init__(self, home: Path, port: int, env: dict[str, str], log: Path) -> None:
         self.log = log
+        Stack.started.append(self)
         with open(log, "w") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, str(ROOT / "deployments" / "local_stack.py"), "--home", str(home), "--port",
@@ -71,6 +75,21 @@ class Stack:
         os.kill(self.proc.pid, signal.SIGINT)
         assert self.proc.wait(90) == 0, self.log.read_text()[-3000:]
         return before
+
+
+@pytest.fixture(autouse=True)
+def stop_stacks() -> Iterator[None]:
+    """A failed assertion must not leave a stack (server, runner, model, services) running: Ctrl-C it like a user."""
+    yield
+    while Stack.started:
+        stack = Stack.started.pop()
+        if stack.proc.poll() is None:
+            os.kill(stack.proc.pid, signal.SIGINT)
+            try:
+                stack.proc.wait(90)
+            except subprocess.TimeoutExpired:
+                os.killpg(stack.proc.pid, signal.SIGKILL)
+                stack.proc.wait(10)
 
 
 def shell(line: str, cwd: Path) -> subprocess.CompletedProcess[str]:
