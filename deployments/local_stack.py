@@ -4,21 +4,26 @@
 
 Starts a Prefect server (SQLite under <home>/prefect, UI included), creates the sample app and its staging and
 production environments (<home>/envs), starts the offline model unless AGENT_MODEL is set, and serves the deploy
-pipeline with the cron schedule and git.push trigger from deployments/prefect.yaml. It prints where the UI is, how
-to fire a push, and a line whenever a run waits for a human. Ctrl-C stops everything it started, runner first.
-Running it again reuses the same home (idempotent).
+pipeline with the cron schedule and git.push trigger from deployments/prefect.yaml. It prints where the UI is and
+commands that run as printed, from any directory (the `microagents` of this Python, PREFECT_API_URL set on the line),
+then one line whenever a run waits for a human and one when a run ends (completed, or failed with why), read from
+the server's state. Ctrl-C stops everything it started, runner first. Running it again reuses the same home: the
+database, its runs (still waiting ones are announced again) and the environments.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -26,14 +31,33 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))  # run by path from anywhere: the project's packages come first
 
 from agents.adapter.approvals import ApprovalsClient  # noqa: E402
+from agents.adapter.links import V2_HOW_TO, run_page  # noqa: E402
 from agents.adapter.local_server import LocalPrefectServer  # noqa: E402
 
 DEPLOYMENT = "deploy-pipeline/local"
+TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 _started = time.monotonic()
 
 
 def say(message: str) -> None:
     print(f"[stack {time.monotonic() - _started:6.1f}s] {message}", flush=True)
+
+
+def cli(api_url: str) -> str:
+    """The `microagents` command as a user can paste it anywhere: this Python's script by absolute path (it is not
+    on PATH unless the venv is activated) and the server's address on the same line."""
+    script = Path(sys.executable).absolute().parent / "microagents"
+    command = shlex.quote(str(script)) if script.exists() else f"{shlex.quote(sys.executable)} -m agents.cli"
+    return f"PREFECT_API_URL={api_url} {command}"
+
+
+def outcome_line(run: dict[str, Any]) -> str:
+    """One line for a run that ended, from the server's record: completed or failed, and the state's message (the
+    pipeline's outcome: what was deployed, or why not)."""
+    state = run.get("state") or {}
+    word = {"COMPLETED": "completed", "FAILED": "failed", "CRASHED": "crashed", "CANCELLED": "was cancelled"}
+    message = " ".join(str(state.get("message") or "").split()) or "(no message)"
+    return f"run {run['name']} ({run['id']}) {word.get(state.get('type'), str(state.get('type')).lower())}: {message}"
 
 
 def _port_free(port: int) -> bool:
@@ -53,6 +77,8 @@ class LocalStack:
         self.targets = None
         self.model_started = False
         self.env: dict[str, str] = {}
+        self.deployment_id = ""
+        self.since = datetime.now(UTC)
 
     def start(self) -> None:
         say(f"starting the Prefect server in {self.server.home} (a new database is migrated first: 10-30 s) ...")
@@ -85,7 +111,9 @@ class LocalStack:
                 if self.runner.poll() is not None:
                     tail = (self.home / "serve.log").read_text(errors="replace")[-2000:]
                     raise RuntimeError(f"the runner exited (code {self.runner.returncode}):\n{tail}")
-                if c.get(f"/deployments/name/{DEPLOYMENT}").status_code == 200:
+                found = c.get(f"/deployments/name/{DEPLOYMENT}")
+                if found.status_code == 200:
+                    self.deployment_id = found.json()["id"]
                     return
                 time.sleep(0.25)
         raise RuntimeError(f"{DEPLOYMENT} was not served after {timeout:.0f}s; see {self.home / 'serve.log'}")
@@ -95,22 +123,26 @@ class LocalStack:
 
         repo = Path(self.targets.repo)  # type: ignore[union-attr]
         sha = load_manifest(repo).sha("v1.2.0")
+        microagents = cli(self.server.api_url)
         say("ready.")
         print(f"""
   Prefect UI      {self.server.ui_url}
   Deployment      {DEPLOYMENT} (cron schedule and git.push trigger from deployments/prefect.yaml)
-  Sample repo     {repo}   (tags v1.0.0 v1.1.0 v1.2.0; prod is empty until the first deploy)
-  Fire a push     PREFECT_API_URL={self.server.api_url} .venv/bin/microagents push --sha {sha}
+  Sample repo     {repo}   (tags v1.0.0 v1.1.0 v1.2.0)
+  Fire a push     {microagents} push --sha {sha}
                   or commit on main in the sample repo: its git hook sends the same event
-  Approve         in the UI (run page, menu, Resume) or: PREFECT_API_URL={self.server.api_url} .venv/bin/microagents pending
+  Approve         in the UI (run page, menu, Resume) or: {microagents} pending
+  Other shells    export PREFECT_API_URL={self.server.api_url}   (then the commands work without the prefix)
   Logs            {self.home / 'serve.log'}
 
 Press Ctrl-C to stop everything.
 """, flush=True)
 
     def watch(self) -> None:
-        """Say when a run waits for a human (the offline default for 'tell approvers'); notice a dead runner."""
+        """Say when a run waits for a human (the offline default for 'tell approvers') and when a run ends, each once,
+        from the server's state; notice a dead runner."""
         seen: set[tuple[str, str]] = set()
+        microagents = cli(self.server.api_url)
         with ApprovalsClient(self.server.api_url, self.server.auth_string) as approvals:
             while True:
                 assert self.runner is not None
@@ -119,16 +151,40 @@ Press Ctrl-C to stop everything.
                 for request in approvals.pending():
                     if (request.run_id, request.key) not in seen:
                         seen.add((request.run_id, request.key))
-                        title = next((ln.strip("# ") for ln in request.description.splitlines() if ln.startswith("#")), "")
-                        what = "approval" if request.kind == "approval" else "an answer"
-                        say(f"waiting for {what}: {request.run_name}: {title}\n    open {self.server.ui_url}/runs/"
-                            f"flow-run/{request.run_id} or run: microagents {'approve' if what == 'approval' else 'answer'} "
-                            f"{request.run_id}")
+                        say(self._waiting(request, microagents))
+                for run in self._ended_runs(approvals):
+                    if (run["id"], run["state"]["id"]) not in seen:
+                        seen.add((run["id"], run["state"]["id"]))
+                        say(outcome_line(run))
                 time.sleep(1)
+
+    def _waiting(self, request: Any, microagents: str) -> str:
+        title = next((ln.strip("# ") for ln in request.description.splitlines() if ln.startswith("#")), "")
+        run = request.run_id
+        if request.kind == "approval":
+            decide = f"{microagents} approve {run}\n    or: {microagents} reject {run} -f \"<why>\""
+        else:
+            decide = f"{microagents} answer {run} \"<your answer>\""
+        what = "approval" if request.kind == "approval" else "an answer"
+        return (f"waiting for {what}: {request.run_name} ({run}): {title}\n"
+                f"    open {run_page(self.server.ui_url, run)} ({V2_HOW_TO})\n"
+                f"    or see it: {microagents} show {run}\n"
+                f"    decide: {decide}")
+
+    def _ended_runs(self, approvals: ApprovalsClient) -> list[dict[str, Any]]:
+        """This deployment's runs that reached a final state since the stack started (older ones were told before)."""
+        body = {"flow_runs": {"deployment_id": {"any_": [self.deployment_id]},
+                              "state": {"type": {"any_": list(TERMINAL)}}},
+                "sort": "END_TIME_DESC", "limit": 50}
+        response = approvals.request("POST", "/flow_runs/filter", json=body)
+        response.raise_for_status()
+        ended = [r for r in response.json() if r.get("state") and r["state"].get("timestamp")]
+        return [r for r in reversed(ended) if datetime.fromisoformat(r["state"]["timestamp"]) >= self.since]
 
     def stop(self) -> None:
         """Runner first (a runner whose server died first hangs), then services, the model, the server."""
         if self.runner is not None and self.runner.poll() is None:
+            self._settle()
             say("stopping the runner ...")
             _stop_group(self.runner)
         if self.targets is not None:
@@ -143,6 +199,41 @@ Press Ctrl-C to stop everything.
             say("stopping the Prefect server ...")
         self.server.stop()
         say("stopped.")
+
+
+    def _settle(self, timeout: float = 20) -> None:
+        """Let runs that already ended (or suspended) finish exiting first: a stopping runner cancels every run whose
+        process is still alive, and Prefect then records Cancelled over a Failed or Completed set a moment before."""
+        assert self.runner is not None
+        deadline = time.monotonic() + timeout
+        try:
+            with httpx.Client(base_url=self.server.api_url, auth=self.server.httpx_auth, timeout=5,
+                              trust_env=False) as c:
+                while time.monotonic() < deadline:
+                    runs = _engine_runs(self.runner.pid)
+                    states = [c.get(f"/flow_runs/{run}").json()["state"]["type"] for run in runs]
+                    if not any(state in (*TERMINAL, "PAUSED") for state in states):
+                        return
+                    time.sleep(0.2)
+        except (httpx.HTTPError, KeyError, TypeError):  # no server to ask: stop without waiting
+            return
+
+
+def _engine_runs(runner: int) -> list[str]:
+    """Flow-run ids of the `python -m prefect.engine` processes the runner started and that are still alive."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):  # Linux; elsewhere nothing is found and nothing waits
+        try:
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) != runner:
+                continue
+            if b"prefect.engine" not in (proc / "cmdline").read_bytes().split(b"\0"):
+                continue
+            env = dict(item.split(b"=", 1) for item in (proc / "environ").read_bytes().split(b"\0") if b"=" in item)
+        except (OSError, ValueError, IndexError):
+            continue
+        if env.get(b"PREFECT__FLOW_RUN_ID"):
+            found.append(env[b"PREFECT__FLOW_RUN_ID"].decode())
+    return found
 
 
 def _stop_group(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:

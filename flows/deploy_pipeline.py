@@ -1,6 +1,7 @@
-"""The deploy pipeline: staging deploy and e2e (no LLM), then the deploy agent, production e2e, and on failure the
-rollback agent. A thin DAG: targets live in flows.targets, context shaping in flows.prefetch, the tools that change
-production in flows.production, report rows in flows.report.
+"""The deploy pipeline: staging deploy and e2e (no LLM), then the deploy agent, production e2e if it changed
+production, and on failure the rollback agent. A thin DAG: targets live in flows.targets, context shaping in
+flows.prefetch, the tools that change production in flows.production, how a run ends in flows.outcomes (decided from
+what the agents executed), report rows in flows.report.
 
 Durability rules: every step is a task with a persisted result and a run-scoped cache key built from plain data
 (`run_scoped_key`), so when a suspended run resumes and this function runs again from the top, nothing already done
@@ -19,14 +20,13 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
-from prefect.states import Failed, State
+from prefect.states import Completed, State
 
-from agents.adapter import run_agent, run_scoped_key
+from agents.adapter import failed, run_agent, run_scoped_key
 from agents.deploybot import DEPLOY_AGENT
 from agents.llm import preflight
 from agents.rollback import ROLLBACK_AGENT
-from agents.thread import DoneEvent, ProposalEvent, ResultEvent, Thread
-from flows import prefetch, report
+from flows import outcomes, prefetch, report
 from flows.production import deploy_tools, rollback_tools
 from flows.targets.base import SERVICES
 from flows.targets.errors import UnknownRevisionError
@@ -133,10 +133,10 @@ def deploy_pipeline(
     approval_timeout_s: float | None = None,
     source: str = "cli",
     actor: str = "unknown",
-) -> dict[str, Any] | State:
+) -> State:
     """Deploy `sha` (a SHA, short SHA or tag; `latest-tag` or `latest-tag:<glob>` for the newest tag) to staging,
-    test it, let the deploy agent promote it to production with approvals, test production, and roll back with the
-    rollback agent's approved proposals if that fails."""
+    test it, let the deploy agent promote it to production with approvals, test production if the agent changed it,
+    and roll back with the rollback agent's approved proposals if that fails."""
     logger = get_run_logger()
     # Configuration first: a bad model, target config or SHA fails here, before anything is deployed.
     model = preflight(model)
@@ -146,24 +146,24 @@ def deploy_pipeline(
     requested = sha if ref == sha else f"{ref} ({sha})"
     rows: list[dict[str, Any]] = []
 
-    def finish(outcome: str, message: str, ok: bool) -> dict[str, Any] | State:
+    def finish(ended: outcomes.Outcome) -> State:
         now = datetime.now(UTC)
-        rows.append(report.outcome_row(outcome, message, at=now, seconds=(now - _run_started()).total_seconds()))
-        publish_report(rows, outcome, message)
-        (logger.info if ok else logger.error)("%s: %s", outcome, message)
-        result = {"outcome": outcome, "sha": full, "message": message}
-        return result if ok else Failed(message=message, data=result)
+        rows.append(report.outcome_row(ended.name, ended.message, at=now,
+                                       seconds=(now - _run_started()).total_seconds()))
+        publish_report(rows, ended.name, ended.message)
+        (logger.info if ended.ok else logger.error)("%s: %s", ended.name, ended.message)
+        if ended.ok:  # the message is the state's, so the UI and the run list say what happened (or did not)
+            return Completed(message=ended.message, data={"outcome": ended.name, "sha": full, "message": ended.message})
+        return failed(ended.name, ended.message)
 
     staging = [deploy_to_staging(targets, service, full) for service in SERVICES]
     rows += [report.deploy_row(r) for r in staging]
-    broken = [r["message"] for r in staging if not r["ok"]]
-    staging_e2e = None if broken else run_e2e(targets, "staging", "staging")
+    staging_e2e = run_e2e(targets, "staging", "staging") if all(r["ok"] for r in staging) else None
     if staging_e2e is not None:
         rows.append(report.e2e_row(staging_e2e))
-    if broken or not staging_e2e["passed"]:
-        why = "; ".join(broken) or f"failed checks: {_failing(staging_e2e)}"
-        return finish("staging_failed", f"staging rejected {full[:12]}: {why}. Nothing was deployed to production.",
-                      ok=False)
+    if (stopped := outcomes.staging_outcome(full, staging, staging_e2e)) is not None:
+        return finish(stopped)
+    assert staging_e2e is not None
 
     prod = fetch_state(targets, "production", "before-deploy")
     tags = fetch_tags(targets)
@@ -172,52 +172,23 @@ def deploy_pipeline(
                                     commits=commits, staging_e2e=staging_e2e)
     deployed = run_agent(DEPLOY_AGENT, thread, deploy_tools(targets, full), model=model,
                          approval_timeout_s=approval_timeout_s)
-    prod_e2e = run_e2e(targets, "production", "after-deploy")
     after = fetch_state(targets, "production", "after-deploy")
     rows += report.agent_rows("deploy", deployed, after["history"])
-    rows.append(report.e2e_row(prod_e2e, "after deploy"))
-    if prod_e2e["passed"]:
-        ended = deployed.events[-1]
-        if isinstance(ended, DoneEvent):
-            return finish("deployed", f"{full[:12]} is in production: {ended.message}", ok=True)
-        return finish("deploy_escalated", f"the deploy agent escalated: {_said(deployed)}; production e2e passes",
-                      ok=False)
-
-    # Production is broken: a fresh thread for the rollback agent, then production e2e again if anything ran.
-    failed = f"production e2e failed after deploying {full[:12]} ({_failing(prod_e2e)})"
-    thread = prefetch.rollback_thread(_run_id(), full, actor=actor, deployed=deployed, prod_e2e=prod_e2e, prod=after,
-                                      tags=tags)
-    rolled = run_agent(ROLLBACK_AGENT, thread, rollback_tools(targets), model=model,
-                       approval_timeout_s=approval_timeout_s)
-    final = fetch_state(targets, "production", "after-rollback")
-    rows += report.agent_rows("rollback", rolled, final["history"])
-    if not rolled.of_type(ResultEvent):
-        outcome = "rollback_escalated" if _escalated(rolled) else "prod_failed"
-        return finish(outcome, f"{failed}; nothing was rolled back; the rollback agent said: {_said(rolled)}",
-                      ok=False)
-    again = run_e2e(targets, "production", "after-rollback")
-    rows.append(report.e2e_row(again, "after rollback"))
-    now = ", ".join(f"{s} on {final['services'][s]['sha'][:12]}" for s in SERVICES if final["services"][s]["sha"])
-    if again["passed"]:
-        return finish("rolled_back", f"{failed}; rolled back ({now}); production e2e passes again", ok=False)
-    return finish("rollback_failed", f"{failed} and still fails after the rollback ({_failing(again)}); "
-                                     f"production: {now}. A human must look now", ok=False)
+    facts: dict[str, Any] = {"before": prod, "deploy": deployed, "after": after}
+    # What runs next follows what the deploy agent executed: nothing changed, nothing to test or roll back.
+    if outcomes.needs_prod_e2e(deployed):
+        facts["prod_e2e"] = run_e2e(targets, "production", "after-deploy")
+        rows.append(report.e2e_row(facts["prod_e2e"], "after deploy"))
+    if outcomes.needs_rollback(facts.get("prod_e2e")):
+        thread = prefetch.rollback_thread(_run_id(), full, actor=actor, deployed=deployed,
+                                          prod_e2e=facts["prod_e2e"], prod=after, tags=tags)
+        facts["rollback"] = run_agent(ROLLBACK_AGENT, thread, rollback_tools(targets), model=model,
+                                      approval_timeout_s=approval_timeout_s)
+        facts["final"] = fetch_state(targets, "production", "after-rollback")
+        rows += report.agent_rows("rollback", facts["rollback"], facts["final"]["history"])
+        if outcomes.needs_e2e_again(facts["rollback"]):
+            facts["again"] = run_e2e(targets, "production", "after-rollback")
+            rows.append(report.e2e_row(facts["again"], "after rollback"))
+    return finish(outcomes.decide(full, **facts))
 
 
-def _failing(e2e: dict[str, Any]) -> str:
-    return ", ".join(c["name"] for c in e2e["checks"] if not c["ok"])
-
-
-def _said(thread: Thread) -> str:
-    """The agent's last word: its terminal tool's message, or why the limits stopped it."""
-    last = thread.events[-1]
-    return last.message if isinstance(last, DoneEvent) else getattr(last, "reason", "")
-
-
-def _escalated(thread: Thread) -> bool:
-    """Stopped by the limits, or by calling its `escalate` tool (a terminal tool, like done_for_now)."""
-    done = thread.events[-1]
-    if not isinstance(done, DoneEvent) or done.proposal_id is None:
-        return True
-    return any(isinstance(e, ProposalEvent) and e.id == done.proposal_id and e.intent == "escalate"
-               for e in thread.events)

@@ -19,6 +19,7 @@ from agents.thread import (
     TriggerEvent,
 )
 from agents.reducer import valid_approval
+from flows import outcomes
 from flows.targets.base import SERVICES
 
 __all__ = [
@@ -143,9 +144,11 @@ def deploy_thread(run_id: str, sha: str, requested: str, *, source: str, actor: 
 def rollback_thread(run_id: str, sha: str, *, actor: str, deployed: Thread, prod_e2e: dict[str, Any],
                     prod: dict[str, Any], tags: dict[str, Any]) -> Thread:
     """A fresh thread for the rollback agent: the deploy in brief, the failure, and the releases to go back to."""
+    what = outcomes.describe(outcomes.changes(deployed)) or "nothing"
     return Thread(id=f"rollback-{run_id}", events=(
         TriggerEvent(source="deploy-pipeline", actor=actor,
-                     request=f"production e2e failed after deploying {sha}; put production back on a working release"),
+                     request=f"production e2e failed after this run (for {sha}) deployed {what}; put production back "
+                             "on a working release"),
         ContextEvent(name="deploy_summary", payload=deploy_summary(deployed, sha)),
         ContextEvent(name="prod_e2e", payload=e2e_failure(prod_e2e)),
         ContextEvent(name="previous_releases", payload=previous_releases(prod, tags["by_sha"])),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from agents.execution import ToolContext, ToolImpl
@@ -55,17 +55,33 @@ def ensure_limit(name: str = PRODUCTION_LIMIT) -> None:
 
 @contextmanager
 def production_change(what: str) -> Iterator[None]:
-    """Hold the production slot while `what` runs; waits (without a timeout) while another run holds it."""
+    """Hold the production slot while `what` runs; waits (without a timeout) while another run holds it, and says so
+    in the run's log only when the server really refused the slot (a fact, not a guess)."""
     from prefect import get_run_logger
+    from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
     from prefect.concurrency.sync import concurrency
 
     logger = get_run_logger()  # tools run inside the execute task: their waits show in the run's log
     ensure_limit()
     asked = time.monotonic()
-    with concurrency(PRODUCTION_LIMIT, occupy=1, strict=True):
+    with ExitStack() as slot:
+        try:  # one attempt first, so a refusal can be told apart from a free slot
+            slot.enter_context(concurrency(PRODUCTION_LIMIT, occupy=1, strict=True, max_retries=0))
+        except ConcurrencySlotAcquisitionError as exc:
+            if not _refused(exc):
+                raise
+            logger.info("%s: waiting for %r: another run is changing production", what, PRODUCTION_LIMIT)
+            slot.enter_context(concurrency(PRODUCTION_LIMIT, occupy=1, strict=True))
         logger.info("%s: holding %r (waited %.1f s for it)", what, PRODUCTION_LIMIT, time.monotonic() - asked)
         yield
     logger.info("%s: released %r", what, PRODUCTION_LIMIT)
+
+
+def _refused(exc: Exception) -> bool:
+    """The server answered 423 Locked: every slot is taken (Prefect wraps it in ConcurrencySlotAcquisitionError)."""
+    cause = exc.__cause__
+    response = getattr(cause, "response", None)
+    return getattr(response, "status_code", None) == 423
 
 
 def _output(result: DeployResult, ctx: ToolContext) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from typing import Any
 
 import httpx
 
-__all__ = ["Served", "create_run", "flow_state", "lines", "next_pause", "retrying", "wait_state"]
+__all__ = ["Served", "create_run", "flow_state", "lines", "next_pause", "retrying", "run_logs", "wait_engine_exit",
+           "wait_state"]
 
 
 def retrying(call: Any, *args: Any, **kwargs: Any) -> httpx.Response:
@@ -117,3 +118,36 @@ def next_pause(http: httpx.Client, run_id: str, after: str | None = None, timeou
 
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
+
+
+def _engine_pids(run_id: str) -> list[int]:
+    """The `python -m prefect.engine` processes executing this flow run (the runner passes the run id in their
+    environment; services the run started inherit it too, hence the command-line check)."""
+    marker = f"PREFECT__FLOW_RUN_ID={run_id}".encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"prefect.engine" in (proc / "cmdline").read_bytes().split(b"\0") and \
+                    marker in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def wait_engine_exit(run_id: str, timeout: float = 60) -> None:
+    """Wait until no process executes this run any more. Call it once the run is final: the process set that state,
+    so it existed, and its log worker drains to the API before it exits, so every log line of the run is stored."""
+    deadline = time.monotonic() + timeout
+    while _engine_pids(run_id):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the process of run {run_id} still runs after {timeout}s")
+        time.sleep(0.1)
+
+
+def run_logs(http: httpx.Client, run_id: str) -> list[dict[str, Any]]:
+    """Every log line the server stored for this flow run, oldest first (call wait_engine_exit first)."""
+    body = {"logs": {"flow_run_id": {"any_": [run_id]}}, "sort": "TIMESTAMP_ASC", "limit": 200}
+    response = retrying(http.post, "/logs/filter", json=body)
+    response.raise_for_status()
+    return response.json()

@@ -1,6 +1,6 @@
 """The README's main command (after its install step) as a subprocess in a temp directory: it reaches 'waiting for
-approval' for a pushed SHA, shuts down cleanly on SIGINT with no process left behind, and a second start reuses the
-same home."""
+approval' for a pushed SHA, the commands it prints run as printed, it prints a line when a run ends, it shuts down
+cleanly on SIGINT with no process left behind, and a second start reuses the home (database, runs, environments)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from agents.adapter.local_server import free_port
@@ -47,8 +49,11 @@ def alive(pid: int) -> bool:
 
 
 class Stack:
+    started: list[Stack] = []  # stopped after the test whatever happened (fixture `stop_stacks`)
+
     def __init__(self, home: Path, port: int, env: dict[str, str], log: Path) -> None:
         self.log = log
+        Stack.started.append(self)
         with open(log, "w") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, str(ROOT / "deployments" / "local_stack.py"), "--home", str(home), "--port",
@@ -72,37 +77,102 @@ class Stack:
         return before
 
 
+@pytest.fixture(autouse=True)
+def stop_stacks() -> Iterator[None]:
+    """A failed assertion must not leave a stack (server, runner, model, services) running: Ctrl-C it like a user."""
+    yield
+    while Stack.started:
+        stack = Stack.started.pop()
+        if stack.proc.poll() is None:
+            os.kill(stack.proc.pid, signal.SIGINT)
+            try:
+                stack.proc.wait(90)
+            except subprocess.TimeoutExpired:
+                os.killpg(stack.proc.pid, signal.SIGKILL)
+                stack.proc.wait(10)
+
+
+def shell(line: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a printed command line as a user pasting it would: a shell in another directory, no venv on PATH, no
+    PREFECT_* variables."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "LANG": "C.UTF-8"}
+    return subprocess.run(["bash", "-c", line], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def printed(stack: Stack, pattern: str, timeout: float = 240) -> str:
+    """The whole printed line matching `pattern` (a regex for part of it)."""
+    return stack.wait_for(r"(?m)^.*" + pattern + r".*$", timeout).group(0).strip()
+
+
+def command(line: str) -> str:
+    """The command part of a printed line (after its label): everything from `PREFECT_API_URL=` on."""
+    return line[line.index("PREFECT_API_URL="):]
+
+
 def test_main_command_reaches_approval_and_stops_cleanly(tmp_path: Path, local_model_url: str) -> None:
     """On its embedded defaults: the offline model decides (it proposes a deploy or asks a question; both wait for
-    a human), so this is also the full pipeline reaching its first approval request offline."""
+    a human), so this is also the full pipeline reaching its first approval request offline. The commands it prints
+    run as printed, it says when a run ends, and a second start reuses the same home."""
     home = tmp_path / "work" / ".local"
     home.parent.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AGENT_", "DEPLOY_"))}
     env["AGENT_MODEL_CACHE"] = os.environ.get("AGENT_MODEL_CACHE", "")  # reuse the session's assembled GGUF
     env = {k: v for k, v in env.items() if v}
 
     stack = Stack(home, port, env, tmp_path / "stack-1.log")
-    match = stack.wait_for(r"microagents push --sha ([0-9a-f]{40})")
+    push_line = command(printed(stack, r"microagents push --sha [0-9a-f]{40}"))
+    sha = re.search(r"--sha ([0-9a-f]{40})", push_line).group(1)  # type: ignore[union-attr]
+    pending_line = command(printed(stack, r"Approve .*microagents pending"))
     assert f"Prefect UI      http://127.0.0.1:{port}" in stack.log.read_text()
-    sha = match.group(1)
-    api = f"http://127.0.0.1:{port}/api"
-    push = subprocess.run([sys.executable, "-m", "agents.cli", "push", "--sha", sha, "--branch", "main"],
-                          env={**env, "PREFECT_API_URL": api}, capture_output=True, text=True, timeout=60)
-    assert push.returncode == 0, push.stderr
-    waiting = stack.wait_for(r"waiting for (approval|an answer): (.*)\n\s+open (\S+)")
-    assert re.search(r"proposes `deploy_(backend|frontend)_to_prod`|asks", waiting.group(2)), waiting.group(0)
-    assert waiting.group(3).startswith(f"http://127.0.0.1:{port}/")
+    push = shell(push_line, elsewhere)
+    assert push.returncode == 0 and f"git.push sample-app@main {sha[:12]}" in push.stdout, push
+
+    waiting = stack.wait_for(r"waiting for (approval|an answer): \S+ \(([0-9a-f-]{36})\): (.*)\n\s+open (\S+)\n"
+                             r"\s+or see it: (.*)\n\s+decide: (.*)\n")
+    first = waiting.group(2)
+    assert re.search(r"proposes `deploy_(backend|frontend)_to_prod`|asks", waiting.group(3)), waiting.group(0)
+    assert waiting.group(4) == f"http://127.0.0.1:{port}/v2/runs/flow-run/{first}"  # the UI the README describes
+    decide = waiting.group(6)
+    assert decide.endswith(f"approve {first}" if waiting.group(1) == "approval" else f'answer {first} "<your answer>"')
+    # The printed commands run as printed, from another directory, with nothing set up.
+    listed = shell(pending_line, elsewhere)
+    assert listed.returncode == 0 and first in listed.stdout, listed
+    shown = shell(command(waiting.group(5)), elsewhere)
+    assert shown.returncode == 0 and waiting.group(3).strip() in shown.stdout, shown
+
+    # A run that ends is reported once, with why: a commit whose staging e2e fails.
+    from flows.sample_app import load_manifest
+
+    bad = load_manifest(home / "envs" / "sample-app").sha("staging_fail")
+    assert shell(push_line.replace(sha, bad), elsewhere).returncode == 0
+    ended = stack.wait_for(r"run \S+ \(([0-9a-f-]{36})\) failed: (staging rejected " + bad[:12] + r".*)\n", timeout=180)
+    second, why = ended.group(1), ended.group(2)
+    assert "Nothing was deployed to production." in why
     services = json.loads((home / "envs" / "environments" / "state.json").read_text())
+    database = (home / "prefect" / "prefect.db").stat()
     before = stack.interrupt()
     assert before, "the stack had child processes (server, runner, staging services)"
     time.sleep(0.5)
     assert not [p for p in before if alive(p)], f"left behind: {[p for p in before if alive(p)]}"
     assert "stopped." in stack.log.read_text() and services  # staging services were running before the stop
+    assert stack.log.read_text().count(f"({second}) failed") == 1
 
-    # Idempotent set-up: the same home again starts quickly and is served again.
+    # The same home again: the same database file, the first session's runs and environment history are still there,
+    # and the run that still waits for a human is announced again.
     again = Stack(home, port, env, tmp_path / "stack-2.log")
     again.wait_for(r"microagents push --sha " + sha)
-    assert "creating the sample app" in again.log.read_text()
+    again.wait_for(r"waiting for (approval|an answer): \S+ \(" + first + r"\)")
+    reused = (home / "prefect" / "prefect.db").stat()
+    assert (reused.st_dev, reused.st_ino) == (database.st_dev, database.st_ino)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}/api", timeout=30, trust_env=False) as api:
+        states = {run: api.get(f"/flow_runs/{run}").json()["state"] for run in (first, second)}
+    assert states[first]["type"] == "PAUSED" and states[second]["type"] == "FAILED"
+    assert states[second]["message"] == why
+    history = json.loads((home / "envs" / "environments" / "state.json").read_text())["history"]
+    assert history[:len(services["history"])] == services["history"]
+    assert f"({second}) failed" not in again.log.read_text()  # told once, in the session where it ended
     left = [p for p in again.interrupt() if alive(p)]
     assert not left

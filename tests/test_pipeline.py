@@ -26,7 +26,7 @@ from flows.targets import LocalTargets
 from flows.targets.httpget import http_get
 from flows.targets.processes import is_alive
 from flows.targets.settings import TargetSettings
-from prefect_harness import Served, create_run, flow_state, lines, next_pause, wait_state
+from prefect_harness import Served, create_run, flow_state, lines, next_pause, run_logs, wait_engine_exit, wait_state
 
 pytestmark = pytest.mark.slow
 
@@ -105,6 +105,20 @@ def deploy_prod(local: LocalTargets, sha: str) -> None:
         assert local.deploy(service, "production", sha).ok
 
 
+def assert_clean_failure(http: httpx.Client, run: str, state: dict[str, Any], outcome: str) -> None:
+    """A failed outcome reads as one: state Failed (Prefect's own name, so automations on Failed fire), its message
+    says why, one ERROR line in the run's logs (the outcome), and no traceback from the engine."""
+    assert (state["type"], state["name"]) == ("FAILED", "Failed"), state
+    wait_engine_exit(run)  # every log line of the run is stored once its process is gone
+    logs = run_logs(http, run)
+    assert [log["message"] for log in logs if log["level"] >= 40] == [f"{outcome}: {state['message']}"], logs
+    assert not [log for log in logs if "Traceback" in log["message"] or "cannot be resolved" in log["message"]]
+    body = {"filter": {"any_resource": {"id": [f"prefect.flow-run.{run}"]}, "event": {"prefix": ["prefect.flow-run."]}},
+            "limit": 50}
+    events = [e["event"] for e in http.post("/events/filter", json=body).json()["events"]]
+    assert "prefect.flow-run.Failed" in events, events
+
+
 def test_happy_path_with_a_rejected_frontend_first(
     served: Served, http: httpx.Client, approvals: ApprovalsClient, scripted: ScriptedModel,
     settings: TargetSettings, sample: SampleAppManifest,
@@ -133,6 +147,8 @@ def test_happy_path_with_a_rejected_frontend_first(
     approvals.approve(run, "carol")
     state = wait_state(http, run, {"COMPLETED"}, timeout=120)
     assert key3 not in (key1, key2), state
+    assert state["message"] == (f"deployed backend {short} and frontend {short}; production e2e passes (backend on "
+                                f"{short}, frontend on {short}): both on v1.2.0")
 
     # Production runs the new SHA for both services, over real HTTP, and is green.
     backend = http_get(local.url("production", "backend") + "/api/version").json()
@@ -182,6 +198,7 @@ def test_staging_failure_stops_before_any_agent(
     assert local.state("staging").services["backend"].sha == sample.sha("staging_fail")
     rows = report_rows(http, run)
     assert [r["outcome"] for r in rows] == ["ok", "ok", "FAILED", "staging_failed"]
+    assert_clean_failure(http, run, state, "staging_failed")
 
 
 def test_production_failure_is_rolled_back(
@@ -206,7 +223,9 @@ def test_production_failure_is_rolled_back(
     assert http_get(local.url("production", "backend") + "/api/version").status == 500  # broken until approved
     approvals.approve(run, "carol")
     state = wait_state(http, run, {"FAILED"}, timeout=120)
-    assert "rolled back" in state["message"] and "production e2e passes again" in state["message"]
+    assert state["message"] == (f"production e2e failed (backend_version, frontend_backend_compatible) after this "
+                                f"run deployed backend {bad[:12]}; rolled back backend to {good[:12]}; production "
+                                f"e2e passes again (backend on {good[:12]}, frontend on {good[:12]})")
 
     assert http_get(local.url("production", "backend") + "/api/version").json() == {"sha": good, "api": 2}
     assert local.run_e2e("production").passed
@@ -224,6 +243,37 @@ def test_production_failure_is_rolled_back(
     assert ("rollback: rollback_backend", "approved by carol", "ok") in steps
     assert [r["outcome"] for r in rows if r["step"].startswith("e2e production")] == ["FAILED", "passed"]
     assert rows[-1]["outcome"] == "rolled_back"
+    assert_clean_failure(http, run, state, "rolled_back")
+
+
+def test_every_proposal_rejected_deploys_nothing_and_starts_no_rollback(
+    served: Served, http: httpx.Client, approvals: ApprovalsClient, scripted: ScriptedModel,
+    settings: TargetSettings, sample: SampleAppManifest,
+) -> None:
+    """Production is empty and stays so: its e2e would fail, but this run changed nothing, so nothing is tested,
+    blamed or rolled back, and the run says so."""
+    short = sample.sha("v1.2.0")[:12]
+    scripted.enqueue(call("deploy_backend_to_prod", sha=short), call("deploy_frontend_to_prod", sha=short),
+                     call("done_for_now", message="nothing deployed: both rejected"))
+    run = start(served, http, "v1.2.0", scripted, settings)
+    key1 = next_pause(http, run)
+    approvals.reject(run, "alice", "not during the freeze")
+    next_pause(http, run, after=key1)
+    approvals.reject(run, "bob", "not during the freeze")
+    state = wait_state(http, run, {"COMPLETED"}, timeout=120)
+    assert state["message"] == (
+        "nothing was deployed: deploy_backend_to_prod rejected by alice (not during the freeze); "
+        "deploy_frontend_to_prod rejected by bob (not during the freeze); production is unchanged (nothing runs "
+        "there yet); the deploy agent said: nothing deployed: both rejected")
+
+    local = settings.build()
+    assert prod_history(local) == []
+    assert len(scripted.requests()) == 3  # the deploy agent's three steps; no rollback agent was asked anything
+    assert ThreadStore().load(run, "rollback") is None
+    rows = report_rows(http, run)
+    assert not [r for r in rows if r["step"].startswith(("e2e production", "rollback"))], rows
+    assert (rows[-1]["step"], rows[-1]["outcome"]) == ("outcome", "not_deployed")
+    assert "production e2e" not in rows[-1]["detail"]
 
 
 def test_bad_configuration_and_unknown_sha_fail_before_anything_runs(
@@ -308,13 +358,16 @@ def test_a_second_production_change_waits_for_the_first(
             assert time.monotonic() < deadline, "run a never started its production deploy"
             time.sleep(0.1)
         approvals.approve(runs["b"], "bob")
+        # Positive synchronisation: run b logs that it waits only after the server refused it the slot (423), so
+        # once that line is stored, b has really reached the slot and been held back there.
         deadline = time.monotonic() + 90
-        while not any(t.startswith("execute deploy_backend_to_prod") for t in running_tasks(http, runs["b"])):
+        while not [log for log in run_logs(http, runs["b"]) if "waiting for 'production-changes'" in log["message"]]:
             assert not lines(works["b"] / "times.log"), "run b deployed to production while run a was deploying"
-            assert time.monotonic() < deadline, "run b never started executing its approved deploy"
+            assert time.monotonic() < deadline, (
+                f"run b was never refused the slot; its running tasks: {running_tasks(http, runs['b'])}")
             time.sleep(0.1)
-        time.sleep(2)  # b would have started its deploy command by now if nothing held it back
-        assert lines(works["b"] / "times.log") == []
+        assert lines(works["b"] / "times.log") == [], "run b deployed to production while run a was deploying"
+        assert any(t.startswith("execute deploy_backend_to_prod") for t in running_tasks(http, runs["b"]))
         limit = http.get("/v2/concurrency_limits/production-changes").json()
         assert (limit["limit"], limit["active_slots"]) == (1, 1)
         assert flow_state(http, runs["b"])["type"] == "RUNNING"

@@ -6,7 +6,7 @@ server helper do not import prefect at all, so they start fast.
 
 from typing import Any
 
-__all__ = ["run_agent", "run_scoped_key"]
+__all__ = ["failed", "run_agent", "run_scoped_key"]
 
 
 def __getattr__(name: str) -> Any:
@@ -14,6 +14,10 @@ def __getattr__(name: str) -> Any:
         from agents.adapter.loop import run_agent
 
         return run_agent
+    if name == "failed":
+        from agents.adapter.failure import failed
+
+        return failed
     if name == "run_scoped_key":
         from agents.adapter.tasks import run_scoped_key
 
