@@ -58,27 +58,19 @@ def render(template: str, **context: Any) -> str:
 
 
 def compact(value: Any, indent: int = 0) -> str:
-    """A token-lean, readable rendering of JSON data: `k=v` pairs (consecutive ones on one line), one line per nested
-    item, one space of indent per level (a leading space joins the next word's token; a second one costs a token)."""
-    pad = " " * indent
+    """A token-lean, readable rendering of JSON data: `k=v` pairs, one line per nested item."""
+    pad = "  " * indent
     if isinstance(value, dict):
         if all(_is_scalar(v) for v in value.values()):
             return pad + " ".join(f"{k}={_scalar(v)}" for k, v in value.items())
-        lines: list[str] = []
-        scalars: list[str] = []  # consecutive k=v pairs share a line
+        lines = []
         for k, v in value.items():
             if _is_scalar(v):
-                scalars.append(f"{k}={_scalar(v)}")
-                continue
-            if scalars:
-                lines.append(pad + " ".join(scalars))
-                scalars = []
-            if _is_flat(v):
+                lines.append(f"{pad}{k}={_scalar(v)}")
+            elif _is_flat(v):
                 lines.append(f"{pad}{k}: {compact(v)}")
             else:
                 lines.append(f"{pad}{k}:\n{compact(v, indent + 1)}")
-        if scalars:
-            lines.append(pad + " ".join(scalars))
         return "\n".join(lines)
     if isinstance(value, list | tuple):
         if all(_is_scalar(v) for v in value):
