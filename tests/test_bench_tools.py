@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +45,41 @@ def test_the_poll_flag_sets_what_the_served_runner_reads() -> None:
     for bad in ("0", "-1", "soon"):
         with pytest.raises(SystemExit):
             bench_gate.parser().parse_args(["--poll", bad])
+
+
+def test_the_token_baseline_carries_the_same_content_as_our_rendering() -> None:
+    """Item 13: a fair baseline shows every value our rendering shows (approvals included), SHAs abbreviated the
+    same way, compact JSON; the old one kept 40-character SHAs, spaced JSON, and dropped approvals."""
+    import re
+
+    import bench_core
+
+    from agents.prompts import abbreviate_hex, render_thread
+
+    assert bench_core._json({"a": 1, "b": [1, "x y"]}) == '{"a":1,"b":[1,"x y"]}'
+    threads = bench_core.threads()
+    assert len(threads) >= 30 and {a for _, a, _ in threads} == {"deploy", "rollback"}
+    kinds = {e.type for _, _, t in threads for e in t.events}
+    assert {"decision", "receipt", "result", "error", "answer"} <= kinds
+    for name, _, thread in threads:
+        ours = render_thread(thread)
+        for rendering in (bench_core.chat_messages(thread), bench_core.json_events(thread)):
+            text = "\n".join([str(m.get("content") or "") for m in rendering] +
+                             [c["function"]["name"] + c["function"]["arguments"]
+                              for m in rendering for c in m.get("tool_calls", ())])
+            assert not re.search(r"\b[0-9a-f]{13,}\b", text), name  # abbreviated like ours
+            for e in thread.events:
+                body = bench_core.shown(e)
+                for leaf in _leaves(body) if body is not None else ():
+                    forms = [leaf, json.dumps(leaf)[1:-1]] if isinstance(leaf, str) else [json.dumps(leaf)]
+                    assert any(abbreviate_hex(f) in text for f in forms), (name, e.type, leaf)  # raw or in JSON
+            approvals = sum(1 for e in thread.events if e.type == "decision" and e.decision == "approved")
+            assert text.count("approved") >= approvals and ours.count("\napproved ") == approvals
+
+
+def _leaves(value: object) -> list[object]:
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, list):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value]
