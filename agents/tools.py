@@ -80,7 +80,8 @@ def rejected_call(thread: Thread) -> ProposalEvent | None:
         return None
     last = proposals[-1]
     rejected = any(
-        e.type == "decision" and e.proposal_id == last.id and e.decision == "rejected" and e.proposal_digest == last.digest
+        e.type == "decision" and e.proposal_id == last.id and e.decision == "rejected"
+        and e.proposal_digest == last.digest
         for e in thread.events
     )
     return last if rejected else None

@@ -66,7 +66,8 @@ def case_baseline(case: Case) -> CaseBaseline:
         drawn = [commits if schema[n].get("pattern") == SHA_PATTERN else [_TEXT] for n in fields]
         outcomes = [_passes(case, {"intent": intent, **dict(zip(fields, combo, strict=True))})
                     for combo in itertools.product(*drawn)]
-        oracle = {n: example_value(c) for n, c in case.expect.args.items()} if intent in (case.expect.intent or ()) else {}
+        expected = intent in (case.expect.intent or ())
+        oracle = {n: example_value(c) for n, c in case.expect.args.items()} if expected else {}
         best = any(outcomes) or (bool(oracle) and _passes(case, {
             "intent": intent, **{n: oracle.get(n, _TEXT) for n in fields}}))
         right += best / len(offered)
