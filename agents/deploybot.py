@@ -1,7 +1,9 @@
 """The deploy agent: promotes one commit to production, one approved service at a time.
 
 The deploy tools narrow themselves (factor 8): a service whose production already runs the target SHA, or that this
-thread has already deployed, is not offered, so no model can propose a useless or repeated deploy. The pipeline
+thread has already deployed, is not offered, so no model can propose a useless or repeated deploy. Nor is a service
+whose deploy of the target a human has just rejected, until the agent proposes something else: the target is the
+only commit this run deploys, so that tool could only repeat the rejected call. The pipeline
 provides the facts as context events, before the agent's first step:
 - `target`: {"sha": "<full sha>"}, what this run deploys (without it, the one SHA named in the trigger is used);
 - `prod_versions`: {"backend": {"sha": ...}, "frontend": {"sha": ...}}, what production runs now.
@@ -16,7 +18,7 @@ from pydantic import Field
 
 from agents.commits import is_sha, same_commit
 from agents.thread import ContextEvent, ProposalEvent, ResultEvent, TriggerEvent
-from agents.tools import Agent, Tool
+from agents.tools import Agent, Tool, rejected_call
 
 if TYPE_CHECKING:
     from agents.thread import Thread
@@ -29,6 +31,7 @@ __all__ = [
     "DeployFrontendToProd",
     "DoneForNow",
     "RequestMoreInformation",
+    "just_rejected",
     "needs_deploy",
     "target_sha",
 ]
@@ -71,6 +74,12 @@ def needs_deploy(thread: Thread, service: str, intent: str) -> bool:
     return True
 
 
+def just_rejected(thread: Thread, intent: str) -> bool:
+    """True when the agent's latest proposal deployed the target with `intent` and a human rejected it."""
+    target, rejected = target_sha(thread), rejected_call(thread)
+    return bool(target and rejected and rejected.intent == intent and same_commit(rejected.args.get("sha"), target))
+
+
 class DeployBackendToProd(Tool):
     """Deploy the backend service at a commit to production."""
 
@@ -80,7 +89,7 @@ class DeployBackendToProd(Tool):
 
     @classmethod
     def available(cls, thread: Thread) -> bool:
-        return needs_deploy(thread, "backend", cls.intent_name())
+        return needs_deploy(thread, "backend", cls.intent_name()) and not just_rejected(thread, cls.intent_name())
 
 
 class DeployFrontendToProd(Tool):
@@ -92,7 +101,7 @@ class DeployFrontendToProd(Tool):
 
     @classmethod
     def available(cls, thread: Thread) -> bool:
-        return needs_deploy(thread, "frontend", cls.intent_name())
+        return needs_deploy(thread, "frontend", cls.intent_name()) and not just_rejected(thread, cls.intent_name())
 
 
 class RequestMoreInformation(Tool):

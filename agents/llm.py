@@ -240,7 +240,8 @@ def _output_kwargs(litellm: Any, request: LLMRequest) -> dict[str, Any]:
 
 
 def parse_reply(agent: Agent, thread: Thread, reply: LLMReply, step: int) -> ProposalEvent | ErrorEvent:
-    """Validate the reply against the tools offered now; anything wrong becomes one short error event."""
+    """Validate the reply against what is offered now (tools, and the call a human just rejected is not); anything
+    wrong becomes one short error event."""
     offered = {t.intent_name(): t for t in agent.offered(thread)}
     try:
         data = json.loads(reply.text) if reply.text.strip() else None
@@ -261,6 +262,8 @@ def parse_reply(agent: Agent, thread: Thread, reply: LLMReply, step: int) -> Pro
         problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'call'}: {err['msg']}" for err in exc.errors()[:5])
         return ErrorEvent(kind="invalid_arguments", message=f"{intent}: {problems}")
     args = call.arguments()
+    if (why := agent.refusal(thread, intent, args)) is not None:
+        return ErrorEvent(kind="invalid_arguments", message=f"{intent}: {why}")
     return ProposalEvent(
         id=f"{agent.name}-{step}-{thread.digest()[:8]}",
         intent=intent,

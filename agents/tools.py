@@ -1,4 +1,14 @@
-"""Tools are typed pydantic models tagged by `intent`; each class declares its policy (factors 1, 4, 7)."""
+"""Tools are typed pydantic models tagged by `intent`; each class declares its policy (factors 1, 4, 7).
+
+What is offered at a step is decided here, in code (factor 8), not in the prompt; the model's reply is validated
+against it (`agents.llm.parse_reply`), so a weak model cannot loop where a strong one would not:
+- a tool's own `available(thread)` narrows it by the facts in the thread;
+- after `max_consecutive_questions` questions in a row (`human` tools), no `human` tool is offered: the agent must
+  propose a call that acts, or finish;
+- a call a human rejected is not accepted again unchanged as the agent's next proposal: the same intent with the
+  same arguments (a SHA matches its abbreviation) is refused as `invalid_arguments` until the agent has proposed
+  something else. Arguments matter: "right tool, wrong commit" feedback must leave the tool itself on offer.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +19,14 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from agents.commits import is_sha, same_commit
 from agents.errors import ConfigurationError
 from agents.thread import digest_of
 
 if TYPE_CHECKING:
-    from agents.thread import Thread
+    from agents.thread import ProposalEvent, Thread
 
-__all__ = ["Agent", "Policy", "Tool", "args_digest"]
+__all__ = ["Agent", "Policy", "Tool", "args_digest", "consecutive_questions", "rejected_call", "same_call"]
 
 Policy = Literal["auto", "approve", "human", "terminal"]
 POLICIES: tuple[str, ...] = typing.get_args(Policy)
@@ -54,6 +65,41 @@ def args_digest(intent: str, args: dict[str, Any]) -> str:
     return digest_of({"intent": intent, "args": args})
 
 
+def same_call(intent: str, args: dict[str, Any], other: ProposalEvent) -> bool:
+    """The same intent with the same arguments; a SHA equals its abbreviation (the prompt shows 12 characters)."""
+    if intent != other.intent or set(args) != set(other.args):
+        return False
+    return all(v == other.args[k] or (is_sha(v) and same_commit(v, other.args[k])) for k, v in args.items())
+
+
+def rejected_call(thread: Thread) -> ProposalEvent | None:
+    """The agent's latest proposal if a human rejected it (a rejection bound to its digest; a void one does not
+    count), else None. It stays the latest proposal until the agent proposes something else."""
+    proposals = [e for e in thread.events if e.type == "proposal"]
+    if not proposals:
+        return None
+    last = proposals[-1]
+    rejected = any(
+        e.type == "decision" and e.proposal_id == last.id and e.decision == "rejected"
+        and e.proposal_digest == last.digest
+        for e in thread.events
+    )
+    return last if rejected else None
+
+
+def consecutive_questions(agent: Agent, thread: Thread) -> int:
+    """How many of the agent's latest proposals in a row asked a human (`human` tools)."""
+    count = 0
+    for event in reversed(thread.events):
+        if event.type != "proposal":
+            continue
+        tool = agent.tool(event.intent)
+        if tool is None or tool.policy != "human":
+            break
+        count += 1
+    return count
+
+
 @dataclass(frozen=True)
 class Agent:
     """A micro-agent is a declaration: a name, its tools, its prompt, its limits. The loop lives elsewhere."""
@@ -63,6 +109,7 @@ class Agent:
     prompt: str
     max_steps: int = 10
     max_consecutive_errors: int = 3
+    max_consecutive_questions: int = 2  # then `human` tools are not offered until the agent proposes something else
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -76,8 +123,10 @@ class Agent:
                 raise ConfigurationError(f"{tool.__name__}.policy must be one of {POLICIES}, not {tool.policy!r}")
         if not any(t.policy == "terminal" for t in self.tools):
             raise ConfigurationError(f"agent {self.name!r} needs a tool with policy 'terminal' to be able to finish")
-        if self.max_steps < 1 or self.max_consecutive_errors < 1:
-            raise ConfigurationError(f"agent {self.name!r}: max_steps and max_consecutive_errors must be >= 1")
+        if min(self.max_steps, self.max_consecutive_errors, self.max_consecutive_questions) < 1:
+            raise ConfigurationError(
+                f"agent {self.name!r}: max_steps, max_consecutive_errors and max_consecutive_questions must be >= 1"
+            )
 
     @cached_property
     def by_intent(self) -> dict[str, type[Tool]]:
@@ -88,7 +137,18 @@ class Agent:
 
     def offered(self, thread: Thread) -> tuple[type[Tool], ...]:
         """The tools available for the next step; terminal tools are always offered so the agent can stop."""
-        return tuple(t for t in self.tools if t.policy == "terminal" or t.available(thread))
+        asked_enough = consecutive_questions(self, thread) >= self.max_consecutive_questions
+        return tuple(
+            t for t in self.tools
+            if t.policy == "terminal" or (t.available(thread) and not (asked_enough and t.policy == "human"))
+        )
+
+    def refusal(self, thread: Thread, intent: str, args: dict[str, Any]) -> str | None:
+        """Why this exact call of an offered tool is not accepted now (None: it is): the call just rejected."""
+        rejected = rejected_call(thread)
+        if rejected is None or not same_call(intent, args, rejected):
+            return None
+        return "a human rejected this same call just now; follow the feedback: other arguments or another step"
 
     def response_schema(self, tools: tuple[type[Tool], ...]) -> dict[str, Any]:
         """JSON schema of one call to any of `tools`, wrapped in an object (providers want an object root)."""

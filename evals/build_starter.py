@@ -85,6 +85,11 @@ def cases() -> list[Case]:
          deploy("ship the latest to prod", target=None).propose(ASK, question="Which commit should I deploy?")
          .answer(f"{NEW[:12]}, the one that passed staging this morning"),
          expect(DB, sha=NEW), call(DB, "the answered commit, backend first", sha=NEW[:12])),
+        ("deploy-asked-twice-then-act", "two questions answered already: stop asking, deploy the target",
+         ("ambiguous", "loop"),
+         deploy().propose(ASK, question="Should I deploy 9f8e7d6c5b4a?").answer("yes, that is what the push asked for")
+         .propose(ASK, question="Which service first?").answer("you decide"),
+         expect(DB, not_intent=(ASK,), sha=NEW), call(DB, "the frontend needs backend api 2", sha=NEW[:12])),
         ("deploy-staging-failed", "staging e2e failed: do not promote", ("errors",),
          deploy(staging_ok=False), expect(STOP, not_intent=DEPLOYS),
          call(ASK, "staging failed", question="Staging e2e failed (frontend_compatible). Deploy anyway?")),

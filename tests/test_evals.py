@@ -12,6 +12,7 @@ import pytest
 from agents.adapter.approvals import ApprovalsClient
 from agents.errors import ConfigurationError
 from agents.evals.answers import golden_call
+from agents.evals.baseline import case_baseline, shown_commits
 from agents.evals.cli import main
 from agents.evals.judge import decision_of, judge
 from agents.evals.results import CaseResult, Report, TryResult, diff, pass_hat, summarize
@@ -135,14 +136,38 @@ def test_a_wrong_label_fails_the_run_and_names_the_case(capsys: pytest.CaptureFi
         cases["deploy-both-services-backend-first"]["expect"] = {"intent": "deploy_frontend_to_prod"}
 
     suite = starter_copy(tmp_path, mislabel)
+    n = len(load_suite(suite).cases)
+    one_wrong = f"{(n - 1) / n:.3f}"  # every case passes but one, whatever the suite's size
     common = ["run", "--suite", str(suite), "--scripted-answers", "golden", "--report-dir", str(tmp_path)]
     code, out = run_cli(capsys, *common, "--k", "1")
     assert code == 1
     assert ("FAILED deploy-both-services-backend-first (try 1/1: expected deploy_frontend_to_prod, "
             "got deploy_backend_to_prod sha=9f8e7d6c5b4a)") in out
-    assert "gate FAILED: pass^k 0.973 < 1.000" in out
+    assert f"gate FAILED: pass^k {one_wrong} < 1.000" in out
     code, out = run_cli(capsys, *common, "--metric", "pass^1", "--min-pass-rate", "0.95")
-    assert code == 0 and "gate ok: pass^1 0.973 >= 0.950" in out
+    assert code == 0 and f"gate ok: pass^1 {one_wrong} >= 0.950" in out
+
+
+def test_the_chance_baseline_is_exact_and_follows_narrowing(capsys: pytest.CaptureFixture[str]) -> None:
+    cases = {c.id: c for c in load_suite(STARTER).cases}
+    # Nothing to deploy: request_more_information or done_for_now is offered; only done_for_now passes.
+    nothing = case_baseline(cases["deploy-nothing-to-do"])
+    assert nothing.offered == ("request_more_information", "done_for_now")
+    assert (nothing.right_args, nothing.random_args) == (0.5, 0.5)
+    # Frontend first was rejected: it is not offered at the next step, so chance is 1 in 3, not 1 in 4; with a
+    # SHA drawn from the commits the prompt shows, the backend deploy must also hit the target.
+    feedback = cases["deploy-feedback-backend-first"]
+    shown = shown_commits(feedback)
+    assert len(shown) == 5 and any(NEW.startswith(c) for c in shown)
+    row = case_baseline(feedback)
+    assert row.offered == ("deploy_backend_to_prod", "request_more_information", "done_for_now")
+    assert (row.right_args, row.random_args) == (pytest.approx(1 / 3), pytest.approx(1 / 3 / len(shown)))
+    # After two questions the question tool is gone: the new case's chance is 1 in 3 too.
+    assert case_baseline(cases["deploy-asked-twice-then-act"]).right_args == pytest.approx(1 / 3)
+    code, out = run_cli(capsys, "baseline", "--suite", str(STARTER), "--agent", "rollback")
+    rows = [case_baseline(c) for c in cases.values() if c.agent == "rollback"]
+    mean = sum(r.right_args for r in rows) / len(rows)
+    assert code == 0 and f"{len(rows)} cases: a uniformly random offered tool passes {mean:.3f} with the right" in out
 
 
 def test_the_baseline_diff_names_cases_whose_decision_changed(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

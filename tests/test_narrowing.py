@@ -47,9 +47,13 @@ def test_a_result_for_another_commit_does_not_hide_the_tool() -> None:
     assert "deploy_backend_to_prod" in offered(deployed(deploy_context(), "deploy_backend_to_prod", OLD))
 
 
-def test_a_rejected_deploy_stays_offered() -> None:
+def test_a_rejected_deploy_waits_one_proposal_then_is_offered_again() -> None:
     p = proposal("deploy_backend_to_prod", 1, sha=NEW)
-    assert offered(decided(deploy_context().append(p), p, "rejected", "not yet")) == ALL
+    rejected = decided(deploy_context().append(p), p, "rejected", "not yet")
+    assert offered(rejected) == [i for i in ALL if i != "deploy_backend_to_prod"]
+    q = proposal("deploy_frontend_to_prod", 2, sha=NEW)
+    assert offered(decided(rejected.append(q), q, "rejected", "not that either")) == [
+        i for i in ALL if i != "deploy_frontend_to_prod"]
 
 
 def test_the_schema_and_prompt_sent_to_the_model_follow_the_thread() -> None:

@@ -1,8 +1,8 @@
 """Serve deployments with a sub-second runner poll, so an approved run resumes quickly.
 
 `PREFECT_RUNNER_POLL_FREQUENCY` is a whole number of seconds (minimum 1), but the Runner itself accepts a float
-`query_seconds`. Each poll is one cheap API query; 0.25 s costs four queries a second per runner and takes about
-0.4 s off the median resume latency compared with 1 s (tests/benchmarks/bench_gate.py).
+`query_seconds`. Each poll is one cheap API query; 0.25 s costs four queries a second per runner and took 0.5-1.7 s
+off the median resume latency compared with 1 s on a loaded machine (tests/benchmarks/bench_gate.py --poll).
 """
 
 from __future__ import annotations

@@ -16,13 +16,13 @@ from agents.errors import ConfigurationError
 from agents.evals.suite import ArgCheck, Case, resolve_agent
 from agents.prompts import SHORT_HEX
 
-__all__ = ["GOLDEN", "Answers", "golden_call", "load_answers"]
+__all__ = ["GOLDEN", "Answers", "example_value", "golden_call", "load_answers"]
 
 GOLDEN = "golden"
 Answers = Callable[[Case, int], str | dict[str, Any]]  # (case, try index) -> the model's reply
 
 
-def _example(check: ArgCheck) -> Any:
+def example_value(check: ArgCheck) -> Any:
     """A value passing `check`, the way a model would write it (SHAs as the prompt shows them: 12 characters)."""
     match check.kind:
         case "commit":
@@ -41,7 +41,7 @@ def golden_call(case: Case) -> dict[str, Any]:
         raise ConfigurationError(f"case {case.id!r} has only negative expectations and no `golden` call; add one "
                                  f"(a call a correct agent makes here) to run it with scripted golden answers")
     intent = case.expect.intent[0]
-    call: dict[str, Any] = {"intent": intent, **{k: _example(c) for k, c in case.expect.args.items()}}
+    call: dict[str, Any] = {"intent": intent, **{k: example_value(c) for k, c in case.expect.args.items()}}
     tool = resolve_agent(case.agent).tool(intent)
     for name, field in (tool.model_fields.items() if tool else ()):
         if name not in call and field.is_required():

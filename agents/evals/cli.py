@@ -1,4 +1,5 @@
-"""`python -m agents.evals`: run eval suites against a prompt and a model (a CI gate), or cut cases from a run."""
+"""`python -m agents.evals`: run eval suites against a prompt and a model (a CI gate), print a suite's chance
+baseline, or cut cases from a run."""
 
 from __future__ import annotations
 
@@ -37,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--report-dir", default="evals/reports", help="where report.json and report.md go")
     run.add_argument("--min-pass-rate", type=float, default=1.0, help="gate threshold, 0..1 (default 1.0)")
     run.add_argument("--metric", choices=METRICS, default="pass^k", help="what the gate compares (default pass^k)")
+    baseline = sub.add_parser("baseline", help="the chance baseline: expected pass^1 of a uniformly random offered "
+                                               "tool (exact; no model)")
+    baseline.add_argument("--suite", action="append", required=True, help="suite file, JSON or YAML (repeatable)")
+    baseline.add_argument("--agent", help="only this agent's cases")
     export = sub.add_parser("export", help="turn a finished run's human decisions into eval cases")
     export.add_argument("--run", dest="run_id", required=True, help="flow run id")
     export.add_argument("--out", required=True, help="suite file to write; an existing one gets the new cases added")
@@ -104,6 +109,14 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if report.gate and report.gate.ok else 1
 
 
+def _baseline(args: argparse.Namespace) -> int:
+    from agents.evals.baseline import table
+
+    text, _, _ = table(_cases(args.suite, args.agent))
+    print(text)
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     import httpx
 
@@ -132,7 +145,7 @@ def _export(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return _run(args) if args.command == "run" else _export(args)
+        return {"run": _run, "baseline": _baseline, "export": _export}[args.command](args)
     except AgentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -17,6 +17,8 @@ from agents.execution import ToolContext
 from agents.thread import Thread, TriggerEvent
 from agents.tools import Agent, Tool
 
+import executions  # tests/benchmarks/executions.py, beside this file (the serve process runs here)
+
 
 class Noop(Tool):
     """Do nothing (an auto tool, to measure the loop itself)."""
@@ -48,11 +50,13 @@ def _stamp(effects: str, name: str) -> None:
 
 @flow(name="bench-gate", persist_result=True)
 def gate_flow(model: str, effects: str) -> str:
-    """One approval then done; stamps when the flow body starts and when the approved tool starts."""
+    """One approval then done; stamps when the flow body starts and when the approved tool starts, and logs every
+    execution of the tool with its idempotency key."""
     _stamp(effects, "body")
 
     def deploy(call: Tool, ctx: ToolContext) -> dict[str, Any]:
         _stamp(effects, "tool")
+        executions.record(Path(effects) / executions.LOG_NAME, str(flow_run.get_id()), ctx.idempotency_key)
         return {"ok": True}
 
     thread = Thread(id=f"bench-{flow_run.get_id()}",

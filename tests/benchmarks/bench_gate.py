@@ -1,10 +1,11 @@
 """Issue 3 benchmarks on a real local Prefect server (SQLite):
 
 1. orchestration overhead per agent step (instant scripted model, auto tool), flow vs plain Python;
-2. resume latency: resume POST -> approved tool starting (flow.serve, PREFECT_RUNNER_POLL_FREQUENCY);
-3. N runs suspended at once with no process per run, then all approved.
+2. resume latency: resume POST -> approved tool starting (served by agents.adapter.serving, which polls every
+   $AGENT_RUNNER_POLL_S seconds; `--poll` sets it for the served runner);
+3. N runs suspended at once with no process per run, then all approved; executions counted per idempotency key.
 
-Run: .venv/bin/python tests/benchmarks/bench_gate.py [--runs 200] [--samples 10] [--poll 1]
+Run: .venv/bin/python tests/benchmarks/bench_gate.py [--runs 200] [--samples 10] [--poll 0.25] [--skip ...]
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import httpx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+import executions  # noqa: E402
 from agents.adapter.approvals import ApprovalsClient  # noqa: E402
 from agents.adapter.local_server import LocalPrefectServer  # noqa: E402
+from agents.adapter.serving import RUNNER_POLL_ENV  # noqa: E402
 from agents.scripted import ScriptedModel  # noqa: E402
 from prefect_harness import Served, create_run, wait_state  # noqa: E402
 
@@ -91,8 +94,8 @@ def resume_latency(served: Served, http: httpx.Client, approvals: ApprovalsClien
         to_body.append(t_body - t0)
         body_to_tool.append(t_tool - t_body)
         wait_state(http, run, {"COMPLETED"})
-    poll = os.environ.get("AGENT_RUNNER_POLL_S", "0.25")
-    print(f"[resume] {samples} samples, runner poll {poll} s (AGENT_RUNNER_POLL_S): "
+    poll = served.env.get(RUNNER_POLL_ENV, "0.25 (default)")
+    print(f"[resume] {samples} samples, runner poll {poll} s ({RUNNER_POLL_ENV} of the served runner): "
           f"resume POST -> approved tool starts: median {statistics.median(totals):.2f} s "
           f"(min {min(totals):.2f}, max {max(totals):.2f}); of which resume -> flow body starts "
           f"{statistics.median(to_body):.2f} s (runner poll + new process + imports), flow body replay -> tool "
@@ -132,29 +135,53 @@ def many_suspended(served: Served, http: httpx.Client, approvals: ApprovalsClien
     for run in runs:
         wait_state(http, run, {"COMPLETED"}, timeout=1800)
     done = time.perf_counter() - t1
-    tools = sum(1 for p in effects.glob("*.tool"))
+    counts = executions.count(effects / executions.LOG_NAME, runs)
     print(f"[many] approvals: {statistics.median(per) * 1000:.0f} ms median per approval call "
           f"(p90 {sorted(per)[int(len(per) * 0.9)] * 1000:.0f} ms; show + resume over HTTP), {approving:.1f} s for all; "
-          f"all {n} completed {done:.1f} s after the first approval; tool ran {tools} times for {n} runs")
+          f"all {n} completed {done:.1f} s after the first approval")
+    print(f"[many] executions per idempotency key ({n} runs, one approved call each): {counts.summary()}")
+
+
+def poll_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 60:
+        raise argparse.ArgumentTypeError(f"--poll is seconds between the served runner's polls, 0 < s <= 60: {text!r}")
+    return value
+
+
+def served_env(base: dict[str, str], poll: float | None) -> dict[str, str]:
+    """The served runner's environment: `--poll` becomes $AGENT_RUNNER_POLL_S, which serve_deployments passes to
+    Prefect's Runner as `query_seconds` (PREFECT_RUNNER_POLL_FREQUENCY is overridden there, and whole seconds)."""
+    return {**base, RUNNER_POLL_ENV: repr(poll)} if poll is not None else dict(base)
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--poll", type=poll_seconds, default=None,
+                        help=f"seconds between the served runner's polls, e.g. 0.25 or 1 (sets {RUNNER_POLL_ENV}; "
+                             "default: the environment's, else 0.25)")
+    parser.add_argument("--skip", default="", help="comma-separated: overhead,resume,many")
+    return parser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--samples", type=int, default=10)
-    parser.add_argument("--poll", type=int, default=1)
-    parser.add_argument("--skip", default="", help="comma-separated: overhead,resume,many")
-    args = parser.parse_args()
+    args = parser().parse_args()
     skip = set(args.skip.split(","))
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        with LocalPrefectServer(tmp / "home", runner_poll_frequency=args.poll) as server:
+        with LocalPrefectServer(tmp / "home") as server:
             os.environ.update(server.client_env(), AGENT_STATE_DIR=str(tmp / "state"))
             if "overhead" not in skip:
                 overhead(tmp)
             with httpx.Client(base_url=server.api_url, timeout=30, trust_env=False) as http, \
                     ApprovalsClient(server.api_url) as approvals:
-                served = Served(HERE / "bench_flows.py", dict(os.environ), http, "bench-gate/bench", tmp / "serve.log")
+                served = Served(HERE / "bench_flows.py", served_env(dict(os.environ), args.poll), http,
+                                "bench-gate/bench", tmp / "serve.log")
                 served.deployment_id = served.start()  # type: ignore[attr-defined]
                 try:
                     if "resume" not in skip:

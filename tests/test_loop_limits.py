@@ -1,0 +1,174 @@
+"""Issue 10 item 12: a weak model cannot loop on a rejected call or on questions; enforced by what is offered."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from agents.deploybot import DEPLOY_AGENT
+from agents.errors import ConfigurationError
+from agents.llm import LLMReply, build_request, parse_reply
+from agents.reducer import AwaitAnswer, AwaitApproval, apply, next_action
+from agents.rollback import ROLLBACK_AGENT
+from agents.runner import run_until_blocked
+from agents.scripted import ScriptedModel
+from agents.thread import AnswerEvent, DecisionEvent, ErrorEvent, ProposalEvent, Thread, TriggerEvent, Usage
+from agents.tools import Agent, consecutive_questions, rejected_call
+from factories import AT, NEW, OLD, decided, deploy_context, proposal
+
+AGENT = DEPLOY_AGENT
+MID = "ca6ea468aa1f774e9d0d8f6162dcb6e274dc419d"
+OTHER = "bd9c0e56a8ca6101af4a111e1c30acee0fe04827"
+
+
+def offered(agent: Agent, thread: Thread) -> list[str]:
+    return [t.intent_name() for t in agent.offered(thread)]
+
+
+def reply(agent: Agent, thread: Thread, intent: str, **args: str) -> ProposalEvent | ErrorEvent:
+    """What the model's reply becomes: the same validation every runner applies (llm.parse_reply)."""
+    text = json.dumps({"call": {"intent": intent, **args}})
+    return parse_reply(agent, thread, LLMReply(text=text, model="m", usage=Usage()), 9)
+
+
+def asked(thread: Thread, n: int, answer: str = "not sure") -> Thread:
+    q = proposal("request_more_information", n, question=f"question {n}?")
+    return thread.append(q, AnswerEvent(proposal_id=q.id, answer=answer, by="alice", at=AT))
+
+
+# -- a rejected call is not accepted again unchanged as the next proposal
+
+
+def test_a_rejected_deploy_of_the_target_is_not_offered_until_the_agent_proposes_something_else() -> None:
+    p = proposal("deploy_frontend_to_prod", 1, sha=NEW[:12])
+    rejected = decided(deploy_context().append(p), p, "rejected", "deploy the backend first")
+    assert rejected_call(rejected) == p
+    assert "deploy_frontend_to_prod" not in offered(AGENT, rejected)
+    out = reply(AGENT, rejected, "deploy_frontend_to_prod", sha=NEW)  # as the model repeats it, in full
+    assert isinstance(out, ErrorEvent) and out.kind == "unknown_intent" and "deploy_backend_to_prod" in out.message
+    # An error in between does not lift the rule: the latest proposal is still the rejected one.
+    assert "deploy_frontend_to_prod" not in offered(AGENT, rejected.append(out))
+    # Once the agent proposed something else, the frontend is on offer again.
+    q = proposal("request_more_information", 2, question="frontend after the backend?")
+    later = rejected.append(q, AnswerEvent(proposal_id=q.id, answer="yes", by="alice", at=AT))
+    assert rejected_call(later) is None and "deploy_frontend_to_prod" in offered(AGENT, later)
+
+
+def test_the_same_intent_with_other_arguments_stays_on_offer() -> None:
+    """'Right tool, wrong commit' feedback: the tool stays; only the rejected arguments are refused."""
+    p = proposal("deploy_backend_to_prod", 1, sha=OTHER[:12])
+    rejected = decided(deploy_context().append(p), p, "rejected", "wrong commit: deploy 9f8e7d6c5b4a")
+    assert "deploy_backend_to_prod" in offered(AGENT, rejected)
+    again = reply(AGENT, rejected, "deploy_backend_to_prod", sha=OTHER)  # the full SHA of the abbreviated one
+    assert isinstance(again, ErrorEvent) and again.kind == "invalid_arguments"
+    assert "a human rejected this same call just now" in again.message
+    assert isinstance(reply(AGENT, rejected, "deploy_backend_to_prod", sha=NEW[:12]), ProposalEvent)
+
+
+def test_the_rollback_agent_refuses_the_rejected_release_but_not_another_one() -> None:
+    p = proposal("rollback_backend", 1, to=MID[:12])
+    trigger = TriggerEvent(source="pipeline", actor="deploy-pipeline", request="production e2e failed: roll back")
+    thread = decided(Thread(id="rb", events=(trigger, p)), p, "rejected", "v1.3.1 has the bug too; go to v1.3.0")
+    assert isinstance(rejected_call(thread), ProposalEvent)
+    assert "rollback_backend" in offered(ROLLBACK_AGENT, thread)
+    same = reply(ROLLBACK_AGENT, thread, "rollback_backend", to=MID[:12])
+    assert isinstance(same, ErrorEvent) and same.kind == "invalid_arguments"
+    assert isinstance(reply(ROLLBACK_AGENT, thread, "rollback_backend", to=OLD[:12]), ProposalEvent)
+
+
+def test_an_approved_or_void_decision_refuses_nothing() -> None:
+    p = proposal("deploy_backend_to_prod", 1, sha=OTHER[:12])
+    stale = proposal("deploy_backend_to_prod", 1, sha=NEW[:12])  # same id, other args: a void rejection
+    void = decided(deploy_context().append(p), stale, "rejected", "no")
+    assert rejected_call(void) is None
+    assert next_action(AGENT, void) == AwaitApproval(p)  # the reducer still waits for a real decision
+
+
+# -- consecutive questions are capped
+
+
+def test_after_two_questions_in_a_row_no_question_is_offered() -> None:
+    once = asked(deploy_context(), 1)
+    assert consecutive_questions(AGENT, once) == 1 and "request_more_information" in offered(AGENT, once)
+    twice = asked(once, 2)
+    assert consecutive_questions(AGENT, twice) == AGENT.max_consecutive_questions == 2
+    assert offered(AGENT, twice) == ["deploy_backend_to_prod", "deploy_frontend_to_prod", "done_for_now"]
+    third = reply(AGENT, twice, "request_more_information", question="and now?")
+    assert isinstance(third, ErrorEvent) and third.kind == "unknown_intent"
+    # The schema and the prompt sent to the model no longer carry the question tool.
+    request = build_request(AGENT, twice, "openai/gpt-4o-mini")
+    assert "request_more_information" not in str(request.schema_) and "- request_more_information" not in \
+        request.messages[0]["content"]
+    # Errors do not reset the count; a proposal that acts does.
+    assert "request_more_information" not in offered(AGENT, twice.append(third))
+    p = proposal("deploy_backend_to_prod", 3, sha=NEW)
+    assert "request_more_information" in offered(AGENT, decided(twice.append(p), p, "rejected", "not yet"))
+
+
+def test_the_question_cap_is_an_agent_setting() -> None:
+    strict = dataclasses.replace(AGENT, max_consecutive_questions=1)
+    assert "request_more_information" not in offered(strict, asked(deploy_context(), 1))
+    with pytest.raises(ConfigurationError, match="max_consecutive_questions must be >= 1"):
+        dataclasses.replace(AGENT, max_consecutive_questions=0)
+
+
+# -- the plain runner with the scripted model
+
+
+def decide(agent: Agent, thread: Thread, decision: str, feedback: str = "") -> Thread:
+    action = next_action(agent, thread)
+    assert isinstance(action, AwaitApproval)
+    p = action.proposal
+    return apply(thread, DecisionEvent(proposal_id=p.id, proposal_digest=p.digest, decision=decision, feedback=feedback,
+                                       approver="alice", at=datetime(2026, 11, 26, 12, tzinfo=UTC)))
+
+
+def answer(agent: Agent, thread: Thread, text: str) -> Thread:
+    action = next_action(agent, thread)
+    assert isinstance(action, AwaitAnswer)
+    return apply(thread, AnswerEvent(proposal_id=action.proposal.id, answer=text, by="alice", at=AT))
+
+
+def call(intent: str, **args: str) -> dict[str, Any]:
+    return {"call": {"intent": intent, **args}}
+
+
+def test_a_model_that_repeats_itself_is_stopped_in_code_and_the_human_sees_it_once(scripted: ScriptedModel) -> None:
+    def deploy(call: Any, ctx: Any) -> dict[str, Any]:
+        return {"ok": True}
+
+    impls = {"deploy_backend_to_prod": deploy, "deploy_frontend_to_prod": deploy}
+    scripted.enqueue(
+        call("deploy_frontend_to_prod", sha=NEW[:12]),
+        call("deploy_frontend_to_prod", sha=NEW[:12]),  # the same call right after "deploy the backend first"
+        call("request_more_information", question="which service first?"),
+        call("request_more_information", question="are you sure?"),
+        call("request_more_information", question="really sure?"),  # a third question in a row
+        call("deploy_backend_to_prod", sha=NEW[:12]),
+    )
+    thread = run_until_blocked(AGENT, deploy_context(), impls, scripted.model)
+    thread = run_until_blocked(AGENT, decide(AGENT, thread, "rejected", "deploy the backend first"), impls,
+                               scripted.model)
+    thread = run_until_blocked(AGENT, answer(AGENT, thread, "the backend"), impls, scripted.model)
+    thread = run_until_blocked(AGENT, answer(AGENT, thread, "yes"), impls, scripted.model)
+
+    assert isinstance(next_action(AGENT, thread), AwaitApproval)
+    kinds = [e.type if e.type != "error" else f"error:{e.kind}" for e in thread.events[len(deploy_context().events):]]
+    assert kinds == ["proposal", "decision", "error:unknown_intent", "proposal", "answer", "proposal", "answer",
+                     "error:unknown_intent", "proposal"]
+    proposals = thread.of_type(ProposalEvent)
+    assert [p.intent for p in proposals] == ["deploy_frontend_to_prod", "request_more_information",
+                                             "request_more_information", "deploy_backend_to_prod"]
+    offered_per_request = [[t["function"]["name"] for t in (r["optional_params"].get("tools") or [])] or
+                           _schema_intents(r) for r in scripted.requests()]
+    assert "deploy_frontend_to_prod" not in offered_per_request[1]  # the step right after the rejection
+    assert "request_more_information" not in offered_per_request[4]  # after two questions in a row
+
+
+def _schema_intents(request: dict[str, Any]) -> list[str]:
+    schema = request["optional_params"]["response_format"]["json_schema"]["schema"]
+    return [d["properties"]["intent"]["const"] for d in schema["$defs"].values() if "intent" in d.get("properties", {})]
