@@ -30,6 +30,11 @@ def _loopback_only(self: socket.socket, address: object) -> object:
     return _real_connect(self, address)
 
 
+# The `slow` and `ui` marks must match what each test uses: a plugin checks it (definitions: tests/marker_audit.py).
+# A plugin, not hooks of this conftest: conftest hooks do not see session-scoped fixtures being set up.
+pytest_plugins = ["marker_audit"]
+
+
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", _loopback_only)

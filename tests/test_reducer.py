@@ -1,9 +1,12 @@
-"""Every branch of next_action, the caps, approval binding, and apply's guards."""
+"""Every branch of next_action, the caps, approval binding, apply's guards, and that all of it is pure."""
 
 from __future__ import annotations
 
+from typing import Literal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agents.errors import ThreadError
 from agents.reducer import (
@@ -20,13 +23,18 @@ from agents.reducer import (
 )
 from agents.thread import (
     AnswerEvent,
+    DecisionEvent,
     DoneEvent,
     ErrorEvent,
     EscalationEvent,
-    ProposalEvent,
+    Event,
+    ReceiptEvent,
     ResultEvent,
+    Thread,
 )
-from factories import AGENT, AT, NEW, decided, deploy_context, full_deploy_thread, proposal
+from agents.tools import Agent, Tool
+from factories import AGENT, AT, NEW, OLD, decided, deploy_context, full_deploy_thread, proposal
+import purity
 
 
 def test_fresh_thread_asks_the_model() -> None:
@@ -97,21 +105,8 @@ def test_terminal_tool_finishes_and_then_halts() -> None:
 
 
 def test_auto_tool_executes_without_approval() -> None:
-    from agents.tools import Agent
-    from typing import Literal
-
-    from agents.deploybot import DoneForNow
-    from agents.tools import Tool
-
-    class Lookup(Tool):
-        """Look something up."""
-
-        policy = "auto"
-        intent: Literal["lookup"]
-
-    agent = Agent(name="a", tools=(Lookup, DoneForNow), prompt="deploy_agent.j2")
     p = proposal("lookup", 1)
-    assert next_action(agent, deploy_context().append(p)) == Execute(p, None)
+    assert next_action(WALKER, deploy_context().append(p)) == Execute(p, None)
 
 
 def test_consecutive_errors_escalate_at_the_cap() -> None:
@@ -169,10 +164,79 @@ def test_apply_refuses_events_after_the_end_and_out_of_turn() -> None:
         apply(deploy_context().append(p), proposal("deploy_frontend_to_prod", 2, sha=NEW))
 
 
-def test_the_reducer_is_pure() -> None:
-    thread = full_deploy_thread()
-    before = thread.to_json()
-    assert next_action(AGENT, thread) == next_action(AGENT, thread)
-    assert thread.to_json() == before
-    assert isinstance(thread.events[-1], ResultEvent)
-    assert isinstance(apply(thread, ProposalEvent(id="x", intent="done_for_now", args={"message": "m"}, args_digest="d")), type(thread))
+# -- purity: what the module docstring promises (no I/O, no clock) and what replay relies on (same thread, same answer)
+
+
+class Lookup(Tool):
+    """Look something up (an `auto` tool, so walks also reach Execute without an approval)."""
+
+    policy = "auto"
+    intent: Literal["lookup"]
+
+
+WALKER = Agent(name="walker", tools=(*AGENT.tools, Lookup), prompt="deploy_agent.j2", max_steps=6)
+INTENTS = [t.intent_name() for t in WALKER.tools] + ["format_disk"]  # and one the agent does not have
+STALE = "0" * 64
+
+
+@st.composite
+def walks(draw: st.DrawFn) -> Thread:
+    """A thread the loop could really build: each event is a random legal answer to what next_action asked for."""
+    thread = deploy_context(sha=draw(st.sampled_from([NEW, OLD])))  # OLD: production already runs the target
+    for _ in range(draw(st.integers(0, 18))):
+        match next_action(WALKER, thread):
+            case Halted():
+                break
+            case AskModel(step=n):
+                intent = draw(st.sampled_from(INTENTS))
+                args = {"deploy_backend_to_prod": {"sha": draw(st.sampled_from([NEW, NEW[:12], OLD]))},
+                        "deploy_frontend_to_prod": {"sha": draw(st.sampled_from([NEW, NEW[:12], OLD]))},
+                        "request_more_information": {"question": "which SHA?"},
+                        "done_for_now": {"message": "done"}}.get(intent, {})
+                event = draw(st.sampled_from([proposal(intent, n, **args),
+                                              ErrorEvent(kind="malformed_output", message=f"bad {n}")]))
+            case AwaitApproval(proposal=p):
+                event = draw(st.sampled_from([
+                    DecisionEvent(proposal_id=p.id, proposal_digest=draw(st.sampled_from([p.digest, STALE])),
+                                  decision=draw(st.sampled_from(["approved", "rejected"])), feedback="f",
+                                  approver="alice", at=AT),
+                    ErrorEvent(kind="approval_expired", message="nobody decided", proposal_id=p.id)]))
+            case AwaitAnswer(proposal=p):
+                event = AnswerEvent(proposal_id=p.id, answer="the newest tag", by="bo", at=AT)
+            case Execute(proposal=p):
+                event = draw(st.sampled_from([
+                    ResultEvent(proposal_id=p.id, intent=p.intent, output={"ok": True}),
+                    ReceiptEvent(proposal_id=p.id, proposal_digest=p.digest, args_digest=p.args_digest,
+                                 approver="alice", approved_at=AT, idempotency_key=f"k-{p.id}"),
+                    ErrorEvent(kind="tool_error", message="boom", proposal_id=p.id)]))
+            case Finish(event=done):
+                event = done
+            case Escalate(event=escalation):
+                event = escalation
+        thread = apply(thread, event)
+    return thread
+
+
+@settings(max_examples=100, deadline=None)
+@given(walks())
+def test_the_reducer_is_pure(thread: Thread) -> None:
+    """At every point of a walk: no I/O, clock, chance or environment (tests/purity.py watches), the same answer for
+    an equal thread, and the thread and event it was given unchanged."""
+    misfit = ResultEvent(proposal_id="nobody", intent="lookup", output=None)
+    for n in range(len(thread.events) + 1):
+        prefix = thread.fork(n, id=thread.id)
+        event = thread.events[n] if n < len(thread.events) else misfit
+        before = (prefix.to_json(), event.model_dump_json())
+        twin = (Thread.from_json(before[0]), type(event).model_validate_json(before[1]))  # equal, not the same
+        said = []
+        for given_thread, given_event in ((prefix, event), twin):
+            with purity.watch() as impure:
+                try:
+                    applied: object = apply(given_thread, given_event)
+                except ThreadError as err:
+                    applied = f"ThreadError: {err}"
+                said.append((next_action(WALKER, given_thread), model_steps(given_thread),
+                             WALKER.offered(given_thread), applied))
+            assert impure == [], f"the reducer is not pure at event {n}:\n" + "\n".join(impure)
+        assert (prefix.to_json(), event.model_dump_json()) == before  # nothing it was given changed
+        assert said[0] == said[1]  # an equal thread, the same answers

@@ -11,10 +11,12 @@ import json
 import os
 import queue
 import re
+import select
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,8 +35,6 @@ from flows.targets.errors import UnknownRevisionError
 from flows.targets.settings import TargetSettings
 from gate_support import call
 from prefect_harness import Served, next_pause, retrying
-
-pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "local"  # what `python -m flows.serve` serves by default
@@ -95,12 +95,116 @@ def wait_event(http: httpx.Client, event_id: str, timeout: float = 15) -> dict[s
     raise TimeoutError(f"event {event_id} not stored after {timeout}s")
 
 
-def git(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _git_env(env: dict[str, str] | None) -> dict[str, str]:
     base = {k: v for k, v in (env or os.environ).items() if not k.startswith("GIT_")}
     base.update(GIT_CONFIG_GLOBAL=os.devnull, GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="Dana Dev",
                 GIT_AUTHOR_EMAIL="dana@example.invalid", GIT_COMMITTER_NAME="Dana Dev",
                 GIT_COMMITTER_EMAIL="dana@example.invalid")
-    return subprocess.run(["git", *args], cwd=repo, env=base, capture_output=True, text=True, timeout=30, check=True)
+    return base
+
+
+def git(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=repo, env=_git_env(env), capture_output=True, text=True, timeout=30,
+                          check=True)
+
+
+def git_and_its_hooks(repo: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> float:
+    """Run git, then wait until every process it started has exited, the hooks' background pushes included: they all
+    inherit the write end of a pipe, whose read end reaches end-of-file only when the last of them is gone. Returns
+    how long git itself took (the hook must not make the commit wait)."""
+    read, write = os.pipe()
+    try:
+        started = time.monotonic()
+        proc = subprocess.Popen(["git", *args], cwd=repo, env=_git_env(env), pass_fds=(write,),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        os.close(write)
+        write = -1
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - started
+        assert proc.returncode == 0, err
+        ready, _, _ = select.select([read], [], [], timeout)
+        assert ready and os.read(read, 1) == b"", f"a process `git {args[0]}` started still runs after {timeout}s"
+        return took
+    finally:
+        os.close(read)
+        if write >= 0:
+            os.close(write)
+
+
+# -- "nothing else happened", proved rather than waited for ------------------------------------------------------------
+#
+# A check that an event started nothing must know the server has dealt with that event. Prefect's trigger service
+# evaluates an event that declares `follows: <other event>` only after the other one (its causal ordering: the
+# follower waits for its leader; prefect/server/events/ordering). So: emit a sentinel event that follows the event
+# under test, wait until a sentinel automation has fired for it, and by then every automation has evaluated the event
+# under test, and any firing it caused was published first. Firings are the server's own `prefect.automation.triggered`
+# events, which name their triggering event (stored in order by the event persister).
+
+SENTINEL_EVENT = "microagents.test.sentinel"
+
+
+def firings(http: httpx.Client, event_id: str) -> list[str]:
+    """Ids of the automations that fired for `event_id`, one per firing."""
+    body = {"filter": {"event": {"name": ["prefect.automation.triggered"]},
+                       "related": {"id": [f"prefect.event.{event_id}"], "role": ["triggering-event"]}},
+            "limit": 50}
+    response = retrying(http.post, "/events/filter", json=body)
+    response.raise_for_status()
+    return [e["resource"]["prefect.resource.id"].removeprefix("prefect.automation.") for e in response.json()["events"]]
+
+
+def only_the_pipeline_fired(http: httpx.Client, event_id: str, deployment_id: str) -> None:
+    """Exactly one automation fired for the event, and it is one that runs the pipeline deployment."""
+    fired = firings(http, event_id)
+    automations = retrying(http.post, "/automations/filter", json={}).json()
+    runs_it = {a["id"] for a in automations if any(act.get("deployment_id") == deployment_id for act in a["actions"])}
+    assert len(fired) == 1 and fired[0] in runs_it, f"fired for {event_id}: {fired}; the pipeline's: {runs_it}"
+
+
+class Sentinel:
+    """An automation that fires on sentinel events (and does nothing): proof that the trigger service got that far."""
+
+    def __init__(self, http: httpx.Client) -> None:
+        self.http = http
+        response = retrying(http.post, "/automations/", json={
+            "name": "microagents-test-sentinel", "enabled": True, "actions": [{"type": "do-nothing"}],
+            "trigger": {"type": "event", "posture": "Reactive", "threshold": 1, "within": 0,
+                        "expect": [SENTINEL_EVENT], "match": {"prefect.resource.id": "microagents.test.*"}}})
+        response.raise_for_status()
+        self.id: str = response.json()["id"]
+
+    def emit(self, follows: str | None = None) -> str:
+        event_id = str(uuid.uuid4())
+        event = {"id": event_id, "occurred": datetime.now(UTC).isoformat(), "event": SENTINEL_EVENT,
+                 "resource": {"prefect.resource.id": f"microagents.test.{event_id}"}, "payload": {}, "related": []}
+        if follows:
+            event["follows"] = follows
+        retrying(self.http.post, "/events", json=[event]).raise_for_status()
+        return event_id
+
+    def fired_for(self, event_id: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.id in firings(self.http, event_id):
+                return True
+            time.sleep(0.2)
+        return False
+
+    def ready(self, timeout: float = 60) -> None:
+        """Wait until the trigger service has loaded this automation (a probe fires)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.fired_for(self.emit(), timeout=8):
+                return
+        raise TimeoutError(f"the sentinel automation never fired within {timeout}s")
+
+    def after(self, event_id: str, timeout: float = 60) -> None:
+        """Return once every automation has evaluated `event_id` (see above); fail if that cannot be shown."""
+        assert self.fired_for(self.emit(follows=event_id), timeout), \
+            f"the sentinel following {event_id} did not fire within {timeout}s"
+
+    def delete(self) -> None:
+        retrying(self.http.delete, f"/automations/{self.id}")
 
 
 # -- fixtures ---------------------------------------------------------------------------------------------------------
@@ -190,6 +294,17 @@ def notify(prefect_server: LocalPrefectServer, http: httpx.Client, receiver: Rec
 
 
 @pytest.fixture(scope="module")
+def sentinel(served: Served, http: httpx.Client) -> Iterator[Sentinel]:
+    """Created after the pipeline deployment's trigger, and ready once a probe fired."""
+    s = Sentinel(http)
+    try:
+        s.ready()
+        yield s
+    finally:
+        s.delete()
+
+
+@pytest.fixture(scope="module")
 def served(prefect_server: LocalPrefectServer, http: httpx.Client, deploy_root: Path, sample: SampleAppManifest,
            model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     env = {k: v for k, v in os.environ.items() if k not in ("AGENT_NOTIFY_BLOCK", "AGENT_NOTIFY_WEBHOOK_URL")}
@@ -214,6 +329,7 @@ def served(prefect_server: LocalPrefectServer, http: httpx.Client, deploy_root: 
 # -- tests ------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_served_deployment_has_the_schedule_and_trigger_of_prefect_yaml(
     served: Served, http: httpx.Client
 ) -> None:
@@ -239,9 +355,10 @@ def test_the_served_deployment_has_the_schedule_and_trigger_of_prefect_yaml(
     assert SERVING_LINE in served.log.read_text()
 
 
+@pytest.mark.slow
 def test_a_push_on_main_starts_exactly_one_run_that_asks_for_approval_and_notifies_approvers(
     served: Served, http: httpx.Client, approvals: ApprovalsClient, sample: SampleAppManifest,
-    model: ScriptedModel, notify: Any, receiver: Receiver,
+    model: ScriptedModel, notify: Any, receiver: Receiver, sentinel: Sentinel,
 ) -> None:
     sha = sample.sha("v1.1.0")
     model.enqueue(call("deploy_backend_to_prod", sha=sha[:12]))
@@ -271,12 +388,15 @@ def test_a_push_on_main_starts_exactly_one_run_that_asks_for_approval_and_notifi
     assert body["ui_url"].endswith(f"/v2/runs/flow-run/{run['id']}") and body["ui_url"].startswith("http://127.0.0.1:")
     assert notice["content_type"] == "application/json"
 
-    time.sleep(max(0.0, 5 - (time.monotonic() - started)))  # still exactly one, a few seconds later
+    # Exactly one: once every automation has evaluated the push, only the pipeline's trigger fired for it.
+    sentinel.after(event_id)
+    only_the_pipeline_fired(http, event_id, served.deployment_id)
     assert [r["id"] for r in new_runs(http, since, before)] == [run["id"]]
     print(f"\npush -> run created {started - t0:.1f}s, -> waiting for approval {paused - t0:.1f}s, "
           f"-> webhook {notice['at'] - t0:.1f}s")
 
 
+@pytest.mark.slow
 def test_a_run_with_the_nightly_parameters_promotes_the_newest_v_tag(
     served: Served, http: httpx.Client, approvals: ApprovalsClient, sample: SampleAppManifest,
     model: ScriptedModel,
@@ -299,17 +419,20 @@ def test_a_run_with_the_nightly_parameters_promotes_the_newest_v_tag(
     assert {"newest tag (latest-tag:v*)", "resolve v1.2.0"} <= {t["name"] for t in tasks}
 
 
+@pytest.mark.slow
 def test_a_push_on_another_branch_starts_nothing(
-    served: Served, http: httpx.Client, sample: SampleAppManifest
+    served: Served, http: httpx.Client, sample: SampleAppManifest, sentinel: Sentinel
 ) -> None:
     since = datetime.now(UTC) - timedelta(seconds=2)
     before = run_ids(http, since)
     event_id = push(sample.sha("v1.0.0"), branch="feature/region-info")
     assert wait_event(http, event_id)["resource"]["git.branch"] == "feature/region-info"
-    time.sleep(5)
+    sentinel.after(event_id)  # every automation has evaluated the push by now
+    assert firings(http, event_id) == []
     assert new_runs(http, since, before) == []
 
 
+@pytest.mark.slow
 def test_approval_automation_is_optional_idempotent_and_says_what_is_wrong(
     prefect_server: LocalPrefectServer, http: httpx.Client, notify: Any, receiver: Receiver
 ) -> None:
@@ -331,9 +454,10 @@ def test_approval_automation_is_optional_idempotent_and_says_what_is_wrong(
         ensure_approval_automation(block="slack-webhook/nobody", webhook_url="", name="microagents-test-bad")
 
 
+@pytest.mark.slow
 def test_the_sample_repo_hook_pushes_commits_on_main_only_and_never_blocks_git(
     served: Served, http: httpx.Client, sample: SampleAppManifest, model: ScriptedModel,
-    approvals: ApprovalsClient,
+    approvals: ApprovalsClient, sentinel: Sentinel,
 ) -> None:
     repo = Path(sample.repo)
     hooks = [repo / ".git" / "hooks" / name for name in ("post-commit", "post-merge")]
@@ -347,40 +471,44 @@ def test_the_sample_repo_hook_pushes_commits_on_main_only_and_never_blocks_git(
     since = datetime.now(UTC) - timedelta(seconds=2)
     before = run_ids(http, since)
 
-    # A branch that is not main: nothing is sent.
+    def sent() -> list[str]:  # one line per push the hook made (its background process's output)
+        return log.read_text().splitlines() if log.exists() else []
+
+    # A branch that is not main: nothing is sent (checked once every process the commit started has exited).
     git(repo, "checkout", "--quiet", "-b", "topic/hook-test")
     (repo / "NOTES.md").write_text("on a topic branch\n")
     git(repo, "add", "NOTES.md")
-    git(repo, "commit", "--quiet", "-m", "topic commit")
+    sent_before = sent()
+    git_and_its_hooks(repo, "commit", "--quiet", "-m", "topic commit")
+    assert sent() == sent_before
     git(repo, "checkout", "--quiet", "main")
 
     # Main, with the server unreachable: the commit returns at once and succeeds; the hook only logs.
     (repo / "NOTES.md").write_text("server down\n")
     git(repo, "add", "NOTES.md")
-    t = time.monotonic()
-    git(repo, "commit", "--quiet", "-m", "while the server is down",
-        env={**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"})
-    assert time.monotonic() - t < 2.0
-    deadline = time.monotonic() + 20
-    while "cannot reach the Prefect server" not in (log.read_text() if log.exists() else ""):
-        assert time.monotonic() < deadline, "the hook logged nothing"
-        time.sleep(0.2)
+    took = git_and_its_hooks(repo, "commit", "--quiet", "-m", "while the server is down",
+                             env={**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"})
+    assert took < 2.0
+    assert "cannot reach the Prefect server" in "\n".join(sent()[len(sent_before):]), sent()
 
-    # Main, server up: exactly one run for the new HEAD, by the committer.
+    # Main, server up: exactly one push, and exactly one run for the new HEAD, by the committer.
     (repo / "NOTES.md").write_text("a change on main\n")
     git(repo, "add", "NOTES.md")
-    git(repo, "commit", "--quiet", "-m", "a change on main")
+    sent_before = sent()
+    git_and_its_hooks(repo, "commit", "--quiet", "-m", "a change on main")
     head = git(repo, "rev-parse", "HEAD").stdout.strip()
     model.enqueue(call("deploy_backend_to_prod", sha=head[:12]))
+    [line] = sent()[len(sent_before):]
+    found = re.match(r"^([0-9a-f-]{36})  git\.push sample-app@main ([0-9a-f]{12}) by Dana Dev$", line)
+    assert found and head.startswith(found.group(2)), line
     [run] = wait_runs(http, since, before)
     assert {k: run["parameters"].get(k) for k in ("sha", "source", "actor")} == \
         {"sha": head, "source": "git.push", "actor": "Dana Dev"}
+    sentinel.after(found.group(1))
+    only_the_pipeline_fired(http, found.group(1), served.deployment_id)
+    assert [r["id"] for r in new_runs(http, since, before)] == [run["id"]]
     next_pause(http, run["id"], timeout=90)  # let it settle before the module deletes it
     assert approvals.show(run["id"]).kind == "approval"
-    time.sleep(2)
-    assert [r["id"] for r in new_runs(http, since, before)] == [run["id"]]
-    lines = log.read_text().splitlines()
-    assert sum("git.push sample-app@main" in line for line in lines) == 1, lines
 
 
 def test_latest_tag_resolves_to_the_newest_tag(tmp_path: Path) -> None:
