@@ -116,7 +116,8 @@ def test_no_canary_reaches_anything_durable_or_visible(
     scripted.enqueue(call("deploy_backend_to_prod", sha=sha[:12]), call("deploy_frontend_to_prod", sha=sha[:12]),
                      call("done_for_now", message="the frontend deploy was refused; nothing else to do"))
     parameters = {"sha": sha, "model": scripted.model, "source": "git.push", "actor": "ci"}
-    run = create_run(http, served.deployment_id, {**parameters, "targets": command_targets(work, repo)})  # type: ignore[attr-defined]
+    run = create_run(http, served.deployment_id,  # type: ignore[attr-defined]
+                     {**parameters, "targets": command_targets(work, repo)})
     staging_run = create_run(http, served.deployment_id,  # type: ignore[attr-defined]
                              {**parameters, "targets": command_targets(failing, repo, fail_staging=True)})
     with ApprovalsClient(prefect_server.api_url, prefect_server.auth_string) as approvals:
@@ -139,7 +140,8 @@ def test_no_canary_reaches_anything_durable_or_visible(
     searched: dict[str, str] = {f"prompt {n}": p for n, p in enumerate(prompts)}
     searched["target state files"] = state
     agents_dir = state_dir()
-    for path in sorted((agents_dir / "threads").glob(f"{run}/*.json")) + sorted((agents_dir / "executions").glob(f"{run}*")):
+    ours = sorted((agents_dir / "threads").glob(f"{run}/*.json")) + sorted((agents_dir / "executions").glob(f"{run}*"))
+    for path in ours:
         searched[str(path.relative_to(agents_dir))] = path.read_text()
     assert any(k.startswith("executions") for k in searched) and any(k.startswith("threads") for k in searched)
     body = {"artifacts": {"flow_run_id": {"any_": [run, staging_run]}}}
