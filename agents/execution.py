@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pydantic import JsonValue
+from typing import TypeVar
+
+from pydantic import BaseModel, JsonValue
 
 from agents.errors import ConfigurationError
 from agents.reducer import Execute, apply
@@ -13,9 +15,11 @@ from agents.secrets import redact_data, secret_values
 from agents.thread import ErrorEvent, Event, ReceiptEvent, ResultEvent, Thread
 from agents.tools import Agent, Tool
 
-__all__ = ["ToolContext", "ToolImpl", "check_implementations", "idempotency_key", "receipt", "record", "run_tool", "run_tool_call"]
+__all__ = ["ToolContext", "ToolImpl", "check_implementations", "idempotency_key", "receipt", "record", "redact_event",
+           "redact_thread", "run_tool", "run_tool_call"]
 
 log = logging.getLogger(__name__)
+E = TypeVar("E", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -74,10 +78,20 @@ def run_tool_call(call: Tool, impl: ToolImpl, ctx: ToolContext) -> ResultEvent |
     return ResultEvent(proposal_id=ctx.proposal_id, intent=intent, output=output, idempotency_key=ctx.idempotency_key)
 
 
+def redact_event(event: E, secrets: list[tuple[str, str]] | None = None) -> E:
+    """The same event with every secret in it redacted (agents.secrets)."""
+    return redact_data(event, secret_values() if secrets is None else secrets)
+
+
+def redact_thread(thread: Thread, secrets: list[tuple[str, str]] | None = None) -> Thread:
+    """Every event redacted, the initial (pre-fetched) ones included: a runner calls this before it stores,
+    publishes, renders or sends anything of a thread it was handed."""
+    secrets = secret_values() if secrets is None else secrets
+    return Thread(id=thread.id, events=tuple(redact_event(e, secrets) for e in thread.events))
+
+
 def record(thread: Thread, event: Event, secrets: list[tuple[str, str]] | None = None) -> Thread:
     """Redact secrets, then apply: nothing secret is ever part of the thread."""
-    secrets = secret_values() if secrets is None else secrets
-    clean = type(event).model_validate(redact_data(event.model_dump(mode="json"), secrets))
-    return apply(thread, clean)
+    return apply(thread, redact_event(event, secrets))
 
 

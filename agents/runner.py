@@ -9,7 +9,16 @@ from typing import Any
 from typing_extensions import assert_never
 
 from agents import llm
-from agents.execution import ToolContext, ToolImpl, check_implementations, idempotency_key, receipt, record, run_tool
+from agents.execution import (
+    ToolContext,
+    ToolImpl,
+    check_implementations,
+    idempotency_key,
+    receipt,
+    record,
+    redact_thread,
+    run_tool,
+)
 from agents.reducer import AskModel, AwaitAnswer, AwaitApproval, Escalate, Execute, Finish, Halted, next_action
 from agents.thread import Event, ReceiptEvent, Thread
 from agents.tools import Agent
@@ -33,6 +42,7 @@ def run_until_blocked(
     `on_event` sees the thread after every appended event: the place to persist it (nothing lost on a crash).
     """
     check_implementations(agent, tools_impl)
+    thread = redact_thread(thread)  # the caller's events too (pre-fetched context): nothing secret goes further
 
     def add(event: Event) -> None:
         nonlocal thread

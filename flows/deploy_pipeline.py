@@ -7,6 +7,8 @@ Durability rules: every step is a task with a persisted result and a run-scoped 
 (`run_scoped_key`), so when a suspended run resumes and this function runs again from the top, nothing already done
 runs twice and the agents' threads are rebuilt byte for byte (their LLM steps are cached on the thread digest).
 The pre-fetched context in particular MUST come from cached tasks: production changes while the run is suspended.
+Every task that fetches context or results is `@redacted`: its return value is redacted inside the task, so what
+Prefect stores is exactly what the flow (and, on replay, the rebuilt thread) sees, and nothing secret is stored.
 """
 
 # No `from __future__ import annotations` here: the runner loads this file from its entrypoint under another module
@@ -23,9 +25,11 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
 from agents.adapter import failed, run_agent, run_scoped_key
+from agents.adapter.logredact import install_log_redaction
 from agents.deploybot import DEPLOY_AGENT
 from agents.llm import preflight
 from agents.rollback import ROLLBACK_AGENT
+from agents.secrets import redact, redact_data, redacted
 from flows import outcomes, prefetch, report
 from flows.production import deploy_tools, rollback_tools
 from flows.targets.base import SERVICES
@@ -59,6 +63,7 @@ def is_newest_tag_ref(ref: str) -> bool:
 
 
 @task(persist_result=True, cache_key_fn=run_scoped_key("newest-tag", "ref"), task_run_name="newest tag ({ref})")
+@redacted
 def resolve_newest_tag(targets: TargetSettings, ref: str) -> str:
     """The name of the newest tag (by creation date: the tagger date of an annotated tag, the commit date of a
     lightweight one) matching the glob after `latest-tag:` (default: any tag). A cached task: a run resumed the next
@@ -79,18 +84,21 @@ def resolve_newest_tag(targets: TargetSettings, ref: str) -> str:
 
 
 @task(persist_result=True, cache_key_fn=run_scoped_key("resolve-sha", "ref"), task_run_name="resolve {ref}")
+@redacted
 def resolve_sha(targets: TargetSettings, ref: str) -> str:
     return targets.build().resolve(ref)
 
 
 @task(persist_result=True, cache_key_fn=run_scoped_key("staging-deploy", "service", "sha"),
       task_run_name="deploy {service} to staging")
+@redacted
 def deploy_to_staging(targets: TargetSettings, service: str, sha: str) -> dict[str, Any]:
     result = targets.build().deploy(service, "staging", sha, idempotency_key=f"{_run_id()}:staging:{service}")
     return result.model_dump(mode="json")
 
 
 @task(persist_result=True, cache_key_fn=run_scoped_key("e2e", "env", "phase"), task_run_name="e2e {env} ({phase})")
+@redacted
 def run_e2e(targets: TargetSettings, env: str, phase: str) -> dict[str, Any]:
     """`phase` makes each e2e of a run its own step (after the deploy, after a rollback)."""
     return targets.build().run_e2e(env).model_dump(mode="json")
@@ -98,11 +106,13 @@ def run_e2e(targets: TargetSettings, env: str, phase: str) -> dict[str, Any]:
 
 @task(persist_result=True, cache_key_fn=run_scoped_key("state", "env", "phase"),
       task_run_name="state of {env} ({phase})")
+@redacted
 def fetch_state(targets: TargetSettings, env: str, phase: str) -> dict[str, Any]:
     return targets.build().state(env).model_dump(mode="json")
 
 
 @task(persist_result=True, cache_key_fn=run_scoped_key("tags"), task_run_name="tags")
+@redacted
 def fetch_tags(targets: TargetSettings) -> dict[str, Any]:
     repo = targets.build().repo
     if repo is None:
@@ -111,6 +121,7 @@ def fetch_tags(targets: TargetSettings) -> dict[str, Any]:
 
 
 @task(persist_result=True, cache_key_fn=run_scoped_key("commits", "sha"), task_run_name="commits to {sha:.12}")
+@redacted
 def fetch_commits(targets: TargetSettings, sha: str, bases: list[str]) -> Any:
     repo = targets.build().repo
     if repo is None:
@@ -121,6 +132,7 @@ def fetch_commits(targets: TargetSettings, sha: str, bases: list[str]) -> Any:
 @task(persist_result=True, cache_key_fn=run_scoped_key("report", "outcome"), task_run_name="report ({outcome})")
 def publish_report(rows: list[dict[str, Any]], outcome: str, message: str) -> str:
     """A cached task, so a replayed or restarted run does not add a second version."""
+    rows, message = redact_data(rows), redact(message)  # an artifact is durable and visible: nothing secret in it
     create_table_artifact(table=rows, key=REPORT_KEY, description=f"deploy pipeline: **{outcome}**: {message}")
     return outcome
 
@@ -137,6 +149,7 @@ def deploy_pipeline(
     """Deploy `sha` (a SHA, short SHA or tag; `latest-tag` or `latest-tag:<glob>` for the newest tag) to staging,
     test it, let the deploy agent promote it to production with approvals, test production if the agent changed it,
     and roll back with the rollback agent's approved proposals if that fails."""
+    install_log_redaction()  # before anything can log: this run's logs go to the API and the runner's output
     logger = get_run_logger()
     # Configuration first: a bad model, target config or SHA fails here, before anything is deployed.
     model = preflight(model)

@@ -157,6 +157,17 @@ def test_json_file_config(workdir: Path) -> None:
         (lambda c: c["defaults"].update(timeout_seconds=0), ["defaults.timeout_seconds", "greater than 0"]),
         (lambda c: c["environments"]["staging"]["services"]["backend"].update(deploy="sh 'deploy.sh {sha}"),
          ["environments.staging.services.backend.deploy: cannot split", "set shell: true"]),
+        (lambda c: c["defaults"].update(pass_env=["HOME", "OPENAI_API_KEY"]),
+         ["defaults.pass_env", "OPENAI_API_KEY holds the agent's model or Prefect credentials"]),
+        (lambda c: c["environments"]["staging"]["services"]["backend"].update(
+            deploy={"command": "sh deploy.sh {sha}", "pass_env": ["AGENT_MODEL"]}),
+         ["services.backend.deploy.pass_env", "AGENT_MODEL holds the agent's"]),
+        (lambda c: c["defaults"].update(pass_env=["PREFECT_API_AUTH_STRING"]), ["PREFECT_API_AUTH_STRING holds"]),
+        (lambda c: c["defaults"].update(pass_env=["bad-name"]), ["'bad-name' is not an environment variable name"]),
+        (lambda c: c["defaults"].update(env={"DB_PASSWORD": "hunter2"}),
+         ["defaults.env", "DB_PASSWORD looks like a secret", "list it in pass_env instead"]),
+        (lambda c: c["defaults"].update(env={"DATABASE": "postgres://app:pw@db/app"}),
+         ["DATABASE looks like a secret"]),
     ],
 )
 def test_invalid_config_says_what_to_fix(mutate: Any, expected: list[str]) -> None:
@@ -182,3 +193,56 @@ def test_invalid_files_and_directories(workdir: Path) -> None:
     with pytest.raises(TargetConfigError, match="environments.staging.services.backend.health: working directory"):
         CommandTargets(load_command_config(cfg, base_dir=workdir))
     assert not (workdir / ".deploy-state.json").exists()
+
+
+def dumped(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+def test_commands_get_an_explicit_environment_never_the_workers(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BASE_ENV, then pass_env (defaults + the command's), then env (the command's win): nothing else of the worker."""
+    from flows.targets.environment import BASE_ENV
+
+    worker = {"OPENAI_API_KEY": "canary-provider-1f2e", "PREFECT_API_AUTH_STRING": "admin:canary-auth-77",
+              "UNLISTED": "not-passed", "DEPLOY_TOKEN": "tok-1234567", "REGISTRY_PASSWORD": "reg-7654321"}
+    for name, value in worker.items():
+        monkeypatch.setenv(name, value)
+    (workdir / "dump.sh").write_text('env > "env-$1.txt"\n')
+    cfg = make_config(e2e={"smoke": "sh dump.sh e2e-{env}"})
+    cfg["defaults"].update(pass_env=["DEPLOY_TOKEN", "NOT_SET_ANYWHERE"], env={"REGION": "eu-1", "TIER": "web"})
+    backend = cfg["environments"]["staging"]["services"]["backend"]
+    backend["deploy"] = {"command": "sh dump.sh deploy-{service} {sha}", "pass_env": ["REGISTRY_PASSWORD"],
+                         "env": {"REGION": "eu-2"}}
+    backend["health"] = "sh dump.sh health-{service}"
+    targets = CommandTargets(load_command_config(cfg, base_dir=workdir))
+    assert targets.deploy("backend", "staging", "abc1234").ok
+    assert targets.run_e2e("staging").checks[-1].ok
+
+    deploy, health, e2e = (dumped(workdir / f"env-{n}.txt") for n in ("deploy-backend", "health-backend",
+                                                                       "e2e-staging"))
+    assert (deploy["DEPLOY_TOKEN"], deploy["REGISTRY_PASSWORD"], deploy["REGION"], deploy["TIER"]) == \
+        ("tok-1234567", "reg-7654321", "eu-2", "web")
+    assert (deploy["DEPLOY_SERVICE"], deploy["DEPLOY_ENV"], deploy["DEPLOY_SHA"]) == ("backend", "staging", "abc1234")
+    assert deploy["PATH"] and "REGISTRY_PASSWORD" not in health and health["REGION"] == "eu-1"
+    allowed = set(BASE_ENV) | {"DEPLOY_TOKEN", "REGISTRY_PASSWORD", "REGION", "TIER", "DEPLOY_SERVICE", "DEPLOY_ENV",
+                               "DEPLOY_SHA", "PWD", "OLDPWD", "SHLVL", "_"}  # the last four: set by sh itself
+    for dump in (deploy, health, e2e):
+        assert set(dump) <= allowed, set(dump) - allowed
+        assert "OPENAI_API_KEY" not in dump and "PREFECT_API_AUTH_STRING" not in dump and "UNLISTED" not in dump
+
+
+def test_a_failed_command_says_why_and_its_history_keeps_no_secret(workdir: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    canary = "canary-history-8a7b6c5d"
+    monkeypatch.setenv("DEPLOY_TOKEN", canary)
+    (workdir / "push.sh").write_text('echo "pushing $1"\necho "registry refused token $DEPLOY_TOKEN" >&2\nexit 4\n')
+    cfg = make_config()
+    cfg["defaults"]["pass_env"] = ["DEPLOY_TOKEN"]
+    cfg["environments"]["staging"]["services"]["backend"]["deploy"] = "sh push.sh {sha}"
+    targets = CommandTargets(load_command_config(cfg, base_dir=workdir))
+    result = targets.deploy("backend", "staging", "abc1234", idempotency_key="k1")
+    assert not result.ok and result.message.endswith(f"backend_deploy exited 4: registry refused token {canary}")
+    stored = (workdir / ".deploy-state.json").read_text()
+    assert canary not in stored and "registry refused token [redacted:DEPLOY_TOKEN]" in stored
+    replay = targets.deploy("backend", "staging", "abc1234", idempotency_key="k1")
+    assert replay.replayed and canary not in replay.model_dump_json()

@@ -213,3 +213,17 @@ def test_preflight_unreachable_shared_local_server_names_its_variable(monkeypatc
     monkeypatch.setenv("AGENT_LOCAL_MODEL_URL", f"http://127.0.0.1:{_free_port()}")
     with pytest.raises(ConfigurationError, match=r"AGENT_LOCAL_MODEL_URL=http://127.0.0.1:\d+ is not reachable"):
         llm.preflight(timeout_s=1)
+
+
+def test_the_prompt_is_redacted_even_for_a_thread_nobody_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """build_request is the last line before the provider: it redacts whatever thread it is handed."""
+    from agents.thread import ContextEvent
+
+    canary = "canary-prompt-5b1e0c7a"
+    monkeypatch.setenv("DEPLOY_TOKEN", canary)
+    thread = deploy_context().append(ContextEvent(name="deploy_log", payload={
+        "stdout": f"using token {canary}", "mirror": "https://ci:short@git.example.com/app.git"}))
+    request = llm.build_request(AGENT, thread, "scripted/unused")
+    sent = json.dumps(request.messages)
+    assert canary not in sent and "short@" not in sent
+    assert "[redacted:DEPLOY_TOKEN]" in sent and "https://ci:[redacted:url-password]@git.example.com" in sent

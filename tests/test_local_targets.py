@@ -193,3 +193,19 @@ def test_crashed_service_is_restarted_and_state_survives_a_new_instance(local: L
     assert redeploy.pid in pids and not any(is_alive(p) for p in pids)
     with pytest.raises(TargetConfigError, match="use another root"):
         LocalTargets(local.root, local.root)
+
+
+def test_services_get_an_explicit_environment_never_the_workers(local: LocalTargets,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deployed service sees flows.targets.environment.BASE_ENV and what it needs, not the model's keys."""
+    from flows.targets.environment import BASE_ENV
+
+    monkeypatch.setenv("OPENAI_API_KEY", "canary-provider-6a5b4c3d")
+    monkeypatch.setenv("MY_DB_URL", "postgres://app:canary-dbpw-1e2f@db/app")
+    result = local.deploy("backend", "staging", "v1.0.0")
+    assert result.ok and result.pid
+    raw = Path(f"/proc/{result.pid}/environ").read_bytes()
+    seen = dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+    assert b"canary" not in raw and "OPENAI_API_KEY" not in seen and "MY_DB_URL" not in seen
+    assert set(seen) <= set(BASE_ENV) | {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"}, seen
+    assert seen["PATH"] == os.environ["PATH"] and seen["PYTHONUNBUFFERED"] == "1"

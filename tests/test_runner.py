@@ -146,3 +146,21 @@ def test_canary_secret_never_reaches_prompt_or_thread(scripted: ScriptedModel, m
     assert all(canary not in str(r) for r in scripted.requests())
     errors = [e for e in thread.events if e.type == "error"]
     assert len(errors) == 1 and "auth failed for token [redacted:DEPLOY_TOKEN]" in errors[0].message
+
+
+def test_the_callers_initial_thread_is_redacted_too(scripted: ScriptedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pre-fetched context (a commit subject, a log line) is the caller's data: the loop redacts it before anything."""
+    from agents.thread import ContextEvent
+
+    canary = "canary-initial-0d9e2b4f"
+    monkeypatch.setenv("DEPLOY_TOKEN", canary)
+    initial = deploy_context().append(ContextEvent(name="commits_since_prod", payload=[
+        {"subject": f"ci: rotate token to {canary}"}]))
+    persisted: list[Thread] = []
+    scripted.enqueue(call("done_for_now", message="nothing to do"))
+    thread = run_until_blocked(DEPLOY_AGENT, initial, FakeProd().impls(), scripted.model,
+                               on_event=lambda t, e: persisted.append(t))
+    assert next_action(DEPLOY_AGENT, thread) == Halted("done")
+    assert canary not in thread.to_json() and "ci: rotate token to [redacted:DEPLOY_TOKEN]" in thread.to_json()
+    assert all(canary not in t.to_json() for t in persisted)  # what a caller persists along the way
+    assert all(canary not in str(r) for r in scripted.requests())

@@ -21,11 +21,20 @@ from uuid import UUID
 from typing_extensions import assert_never
 
 from agents.adapter.forms import answer_form, answer_key, answer_of, approval_form, approval_key, decision_of
+from agents.adapter.logredact import install_log_redaction
 from agents.adapter.publish import artifact_key, publish_thread, request_markdown, thread_markdown
 from agents.adapter.store import ThreadStore
 from agents.adapter.tasks import execute_call, llm_step
 from agents.errors import ConfigurationError
-from agents.execution import ToolContext, ToolImpl, check_implementations, idempotency_key, receipt, record
+from agents.execution import (
+    ToolContext,
+    ToolImpl,
+    check_implementations,
+    idempotency_key,
+    receipt,
+    record,
+    redact_thread,
+)
 from agents.llm import build_request, parse_reply, resolve_model
 from agents.reducer import (
     AskModel,
@@ -68,6 +77,8 @@ def run_agent(
     if not run_id:
         raise ConfigurationError("run_agent must be called inside a Prefect flow run (a @flow function)")
     check_implementations(agent, tools)
+    install_log_redaction()  # this run's log records, to the API and the console, engine tracebacks included
+    thread = redact_thread(thread)  # the pre-fetched context too, before it is stored, published or sent
     model = resolve_model(model)
     timeout = approval_timeout_s or float(os.environ.get(APPROVAL_TIMEOUT_ENV, DEFAULT_APPROVAL_TIMEOUT_S))
     logger = get_run_logger()

@@ -15,7 +15,7 @@ from prefect.context import TaskRunContext
 from prefect.utilities.annotations import quote
 
 from agents.adapter.store import ExecutionLedger
-from agents.execution import ToolContext, ToolImpl, run_tool_call
+from agents.execution import ToolContext, ToolImpl, redact_event, run_tool_call
 from agents.llm import LLMReply, LLMRequest, call_model
 from agents.thread import ErrorEvent, ResultEvent
 from agents.tools import Tool
@@ -76,7 +76,8 @@ def execute_call(impl: ToolImpl, call: Tool, ctx: ToolContext) -> ResultEvent | 
         else:
             ledger.start(ctx.idempotency_key)
         ctx = ToolContext(ctx.idempotency_key, ctx.thread_id, ctx.proposal_id, reconcile=status == "started")
-        event = run_tool_call(tool_cls.model_validate(call), impl, ctx)
+        # Redacted here, inside the task: the ledger and Prefect's stored result of this task never hold a secret.
+        event = redact_event(run_tool_call(tool_cls.model_validate(call), impl, ctx))
         ledger.finish(ctx.idempotency_key, event.model_dump(mode="json"))
         return event
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ from flows.targets.base import (
     validate_service,
 )
 from flows.targets.config import CommandSpec, CommandTargetsConfig, EnvironmentCommands, load_command_config
+from flows.targets.environment import child_env
 from flows.targets.errors import ReleaseNotFoundError, TargetConfigError, UnknownRevisionError
 from flows.targets.history import find_replay, previous_release, replay_result
 from flows.targets.releases import resolve_ref
@@ -33,6 +33,14 @@ __all__ = ["CommandTargets"]
 
 logger = logging.getLogger(__name__)
 _REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
+
+
+def _last_words(run: CommandResult, limit: int = 160) -> str:
+    """The end of a failed command's output (stderr, else stdout) for the message the agent reads: usually the why."""
+    text = " ".join((run.stderr.strip() or run.stdout.strip()).split())
+    if not text:
+        return ""
+    return ": " + (text if len(text) <= limit else "..." + text[-(limit - 3):])
 
 
 class CommandTargets:
@@ -68,7 +76,9 @@ class CommandTargets:
 
     def _run(self, name: str, spec: CommandSpec, values: dict[str, str]) -> CommandResult:
         d = self.config.defaults
-        proc_env = {**os.environ, **{f"DEPLOY_{k.upper()}": v for k, v in values.items()}}
+        # An explicit environment (flows/targets/environment.py): never the worker's own, with the model's keys.
+        proc_env = child_env([*d.pass_env, *spec.pass_env], {**d.env, **spec.env})
+        proc_env.update({f"DEPLOY_{k.upper()}": v for k, v in values.items()})
         result = run_command(name, spec.command, values, shell=d.shell if spec.shell is None else spec.shell,
                              cwd=self._cwd(spec), timeout=spec.timeout_seconds or d.timeout_seconds,
                              output_limit=d.output_limit, env=proc_env)
@@ -132,7 +142,7 @@ class CommandTargets:
         failed = next((r for r in runs if not r.ok), None)
         message = (f"{action} of {service} {sha[:12]} to {env} done" if failed is None else
                    f"{action} of {service} {sha[:12]} to {env} FAILED: {failed.name} "
-                   f"{'timed out' if failed.timed_out else f'exited {failed.exit_code}'}")
+                   f"{'timed out' if failed.timed_out else f'exited {failed.exit_code}'}{_last_words(failed)}")
         result = DeployResult(**base, ok=ok, message=message, details="\n".join(r.summary() for r in runs),
                               duration_ms=round((time.monotonic() - start) * 1000, 1))
         return self._finish(entry, "succeeded" if ok else "failed", result)

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from flows.targets.base import SERVICES, Environment, Service
+from flows.targets.environment import check_env, check_pass_env
 from flows.targets.errors import TargetConfigError
 
 __all__ = ["ALLOWED_PLACEHOLDERS", "CommandDefaults", "CommandSpec", "CommandTargetsConfig", "EnvironmentCommands",
@@ -57,7 +58,24 @@ def _check_template(kind: str, template: str) -> None:
         raise ValueError(f"{kind} command {template!r} must contain {', '.join('{' + m + '}' for m in missing)}")
 
 
-class CommandSpec(BaseModel):
+class _ChildEnvironment(BaseModel):
+    """What a command's process gets besides flows.targets.environment.BASE_ENV (never the worker's whole env)."""
+
+    pass_env: list[str] = Field(default_factory=list, description="variables copied from the worker's environment")
+    env: dict[str, str] = Field(default_factory=dict, description="fixed variables (no secrets: use pass_env)")
+
+    @field_validator("pass_env")
+    @classmethod
+    def _pass_env(cls, value: list[str]) -> list[str]:
+        return check_pass_env(value)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_env(value)
+
+
+class CommandSpec(_ChildEnvironment):
     """One command template; a plain string in the config is shorthand for `{command: ...}`."""
 
     model_config = ConfigDict(extra="forbid")
@@ -72,8 +90,8 @@ class CommandSpec(BaseModel):
         return {"command": value} if isinstance(value, str) else value
 
 
-class CommandDefaults(BaseModel):
-    """Values used by every command that does not set its own."""
+class CommandDefaults(_ChildEnvironment):
+    """Values used by every command that does not set its own (`pass_env` and `env` add up with the command's)."""
 
     model_config = ConfigDict(extra="forbid")
     shell: bool = False

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from flows.targets.base import (
     validate_service,
 )
 from flows.targets.e2e import run_http_e2e
+from flows.targets.environment import child_env
 from flows.targets.errors import ReleaseNotFoundError, TargetConfigError
 from flows.targets.history import find_replay, previous_release, replay_result
 from flows.targets.httpget import http_get
@@ -152,7 +152,8 @@ class LocalTargets:
         if service == "frontend":
             argv += ["--backend-url", self.url(env, "backend")]
         log_path = service_dir / "logs" / f"{sha}.log"
-        proc_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+        # An explicit environment (flows/targets/environment.py): the sample services need nothing of the worker's.
+        proc_env = child_env(env={"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"})
         pid, identity = start_process(argv, cwd=current, log_path=log_path, env=proc_env)
         rec.pid, rec.pid_identity, rec.started_at, rec.status = pid, identity, utcnow(), "running"
         ok, why = wait_for_health(f"{self.url(env, service)}/health", pid, self.health_timeout, self.poll_interval)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 
+from agents.secrets import redact_data
 from flows.targets.base import HistoryEntry
 from flows.targets.errors import TargetConfigError
 
@@ -80,8 +81,9 @@ class StateStore:
                                     f"move it away to start from an empty state") from exc
 
     def save(self, state: TargetStateFile) -> None:
-        """Persist `state` atomically (call inside `transaction` to keep writers serialised)."""
-        atomic_write_text(self.path, state.model_dump_json(indent=2) + "\n")
+        """Persist `state` atomically (call inside `transaction` to keep writers serialised), secrets redacted: the
+        history holds command output (`DeployResult.details`) and is durable."""
+        atomic_write_text(self.path, redact_data(state).model_dump_json(indent=2) + "\n")
 
     @contextmanager
     def transaction(self) -> Iterator[TargetStateFile]:

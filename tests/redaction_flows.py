@@ -1,0 +1,83 @@
+"""Flows behind tests/test_redaction_flows.py, run as `python redaction_flows.py <model>` in a fresh process (so no
+log filter is installed unless the code under test installs it). Prints one JSON line: the flow run ids.
+
+The secrets come from the environment the test gives this process: $DEPLOY_TOKEN (in pre-fetched context),
+$TOOL_TOKEN (in a tool's output), $ERROR_TOKEN (in a failing task's exception), $REPORT_TOKEN (in report rows).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from prefect import flow, task  # noqa: E402
+from prefect.runtime import flow_run  # noqa: E402
+
+from agents.adapter import run_agent  # noqa: E402
+from agents.adapter.tasks import execute_call  # noqa: E402
+from agents.deploybot import DEPLOY_AGENT  # noqa: E402
+from agents.execution import ToolContext  # noqa: E402
+from agents.thread import ContextEvent, Thread, TriggerEvent  # noqa: E402
+from agents.tools import Tool  # noqa: E402
+
+SHA = "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c"
+
+
+@task
+def fails() -> None:
+    raise RuntimeError(f"registry refused {os.environ['ERROR_TOKEN']}")
+
+
+@flow(name="redaction-agent", persist_result=True)
+def agent_flow(model: str) -> str:
+    """run_agent handed a thread nobody redacted; then a task fails with a secret in its exception."""
+    thread = Thread(id=f"redaction-{flow_run.get_id()}", events=(
+        TriggerEvent(source="test", actor="pytest", request=f"deploy SHA {SHA} to production"),
+        ContextEvent(name="commits_since_prod", payload=[
+            {"sha": SHA, "subject": f"ci: rotate the deploy token to {os.environ['DEPLOY_TOKEN']}"}]),
+    ))
+    unused = {"deploy_backend_to_prod": leaky, "deploy_frontend_to_prod": leaky}
+    final = run_agent(DEPLOY_AGENT, thread, unused, model=model)
+    fails(return_state=True)  # the engine logs the failure with its traceback; the flow goes on
+    return final.events[-1].type
+
+
+def leaky(call: Tool, ctx: ToolContext) -> dict[str, Any]:
+    return {"ok": False, "stdout": f"login with {os.environ['TOOL_TOKEN']} refused"}
+
+
+@flow(name="redaction-execute", persist_result=True)
+def execute_flow() -> dict[str, Any]:
+    """An approved call whose tool echoes a secret: the ledger and the task's stored result must not hold it."""
+    call = DEPLOY_AGENT.tool("deploy_backend_to_prod").model_validate({"intent": "deploy_backend_to_prod", "sha": SHA})
+    ctx = ToolContext(f"redaction-{flow_run.get_id()}", "thread", "proposal-1")
+    return execute_call(leaky, call, ctx).model_dump(mode="json")
+
+
+@flow(name="redaction-report", persist_result=True)
+def report_flow() -> str:
+    from flows.deploy_pipeline import publish_report
+
+    secret = os.environ["REPORT_TOKEN"]
+    return publish_report([{"step": "deploy backend", "detail": f"used {secret}", "by": "ci", "at": "",
+                            "seconds": 1.0, "outcome": "ok"}], "deployed", f"done with {secret}")
+
+
+def main() -> None:
+    runs = {}
+    for name, run in (("agent", lambda: agent_flow(sys.argv[1], return_state=True)),
+                      ("execute", lambda: execute_flow(return_state=True)),
+                      ("report", lambda: report_flow(return_state=True))):
+        state = run()
+        runs[name] = {"id": str(state.state_details.flow_run_id), "type": state.type.value,
+                      "result": state.result(raise_on_failure=False) if state.is_completed() else None}
+    print(json.dumps(runs), flush=True)
+
+
+if __name__ == "__main__":
+    main()
