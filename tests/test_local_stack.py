@@ -130,7 +130,7 @@ def test_main_command_reaches_approval_and_stops_cleanly(tmp_path: Path, local_m
     push = shell(push_line, elsewhere)
     assert push.returncode == 0 and f"git.push sample-app@main {sha[:12]}" in push.stdout, push
 
-    waiting = stack.wait_for(r"waiting for (approval|an answer): \S+ \(([0-9a-f-]{36})\): (.*)\n\s+open (\S+)\n"
+    waiting = stack.wait_for(r"waiting for (approval|an answer): \S+ \(([0-9a-f-]{36})\): (.*)\n\s+open (\S+) \(menu: Resume\)\n"
                              r"\s+or see it: (.*)\n\s+decide: (.*)\n")
     first = waiting.group(2)
     assert re.search(r"proposes `deploy_(backend|frontend)_to_prod`|asks", waiting.group(3)), waiting.group(0)
