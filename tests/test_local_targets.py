@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import time
@@ -14,6 +15,7 @@ import pytest
 from flows.sample_app import SampleAppManifest, create_sample_app
 from flows.targets import (
     DeployTarget,
+    TargetError,
     IdempotencyConflictError,
     LocalTargets,
     ReleaseNotFoundError,
@@ -161,18 +163,35 @@ def test_idempotency_key_replay_does_not_restart(local: LocalTargets, sample: Sa
     assert again.replayed and local.state("staging").services["backend"].pid == back.pid
 
 
-def test_health_failure_reports_the_failed_release(local: LocalTargets, sample: SampleAppManifest) -> None:
+def test_a_port_taken_by_a_foreign_process_is_a_clear_error_and_changes_nothing(
+    local: LocalTargets, sample: SampleAppManifest
+) -> None:
     port = int(local.url("staging", "backend").rsplit(":", 1)[1])
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", port))
         blocker.listen()
-        result = local.deploy("backend", "staging", "v1.0.0")
-    assert not result.ok and "FAILED" in result.message and sample.sha("v1.0.0")[:12] in result.message
-    assert "exited" in result.message and "Address already in use" in result.details
+        with pytest.raises(TargetError, match=rf"port {port} of backend in staging is taken by pid {os.getpid()} "
+                                              r"\(.*pytest.*\), which is not a service of this target"):
+            local.deploy("backend", "staging", "v1.0.0", idempotency_key="k1")
     backend = local.state("staging").services["backend"]
+    assert (backend.status, backend.sha, backend.pid) == ("never_deployed", None, None)
+    assert not (local.service_dir("staging", "backend") / "current").exists()
+    assert [(h.status, h.result) for h in local.state("staging").history] == [("failed", None)]
+    again = local.deploy("backend", "staging", "v1.0.0", idempotency_key="k1")  # port free: the same call finishes
+    assert again.ok and not again.replayed
+    assert [(h.idempotency_key, h.status, h.attempts) for h in local.state("staging").history] == [("k1", "succeeded", 2)]
+
+
+def test_a_service_that_dies_before_it_is_healthy_is_reported_with_its_release(
+    tmp_path: Path, sample: SampleAppManifest
+) -> None:
+    broken = LocalTargets(tmp_path / "envs", sample.repo, python=shutil.which("false"), health_timeout=10)
+    result = broken.deploy("backend", "staging", "v1.0.0")
+    assert not result.ok and "FAILED" in result.message and sample.sha("v1.0.0")[:12] in result.message
+    assert "exited (exit code 1) before" in result.message
+    backend = broken.state("staging").services["backend"]
     assert (backend.status, backend.sha, backend.pid) == ("failed", sample.sha("v1.0.0"), None)
-    assert local.state("staging").history[-1].status == "failed"
-    assert local.deploy("backend", "staging", "v1.0.0").ok  # port free again: the same release now starts
+    assert broken.state("staging").history[-1].status == "failed"
 
 
 def test_crashed_service_is_restarted_and_state_survives_a_new_instance(local: LocalTargets) -> None:

@@ -89,6 +89,10 @@ class HistoryEntry(BaseModel):
     sha: str
     previous_sha: str | None = None
     status: Literal["started", "succeeded", "failed", "noop"]
+    # How far a call got (local targets: begun, exported, switched, health, finished): a crash leaves "started"
+    # with the last phase reached, and the same idempotency key resumes this entry instead of adding one.
+    phase: str = "begun"
+    attempts: int = 1  # 1 + how many times an interrupted call was resumed
     started_at: datetime
     finished_at: datetime | None = None
     idempotency_key: str | None = None

@@ -24,7 +24,7 @@ from flows.targets.base import (
 from flows.targets.config import CommandSpec, CommandTargetsConfig, EnvironmentCommands, load_command_config
 from flows.targets.environment import child_env
 from flows.targets.errors import ReleaseNotFoundError, TargetConfigError, UnknownRevisionError
-from flows.targets.history import find_replay, previous_release, replay_result
+from flows.targets.history import find_entry, previous_release, replay_result, resume
 from flows.targets.releases import resolve_ref
 from flows.targets.shell import CommandResult, run_command
 from flows.targets.state import StateStore, TargetStateFile
@@ -90,10 +90,10 @@ class CommandTargets:
         cmds = self._env(env).services[validate_service(service)]  # type: ignore[index]
         full = self.resolve(sha)
         with self.store.transaction() as st:
-            done = find_replay(st.history, idempotency_key, env, service, "deploy", full)
-            if done is not None:
-                return replay_result(done)
-            return self._activate(st, "deploy", cmds.deploy, service, env, full, idempotency_key, sha)
+            entry = find_entry(st.history, idempotency_key, env, service, "deploy", full)
+            if entry is not None and entry.result is not None:
+                return replay_result(entry)
+            return self._activate(st, entry, "deploy", cmds.deploy, service, env, full, idempotency_key, sha)
 
     def rollback(self, service: str, env: str, to_sha: str | None = None,
                  idempotency_key: str | None = None) -> DeployResult:
@@ -101,9 +101,10 @@ class CommandTargets:
         cmds = self._env(env).services[validate_service(service)]  # type: ignore[index]
         full = self.resolve(to_sha) if to_sha else None
         with self.store.transaction() as st:
-            done = find_replay(st.history, idempotency_key, env, service, "rollback", full)
-            if done is not None:
-                return replay_result(done)
+            entry = find_entry(st.history, idempotency_key, env, service, "rollback", full)
+            if entry is not None and entry.result is not None:
+                return replay_result(entry)
+            full = full or (entry.sha if entry is not None else None)
             deployed = {h.sha for h in st.history if (h.env, h.service, h.status) == (env, service, "succeeded")}
             if full is None:
                 full = previous_release(st.history, env, service, st.record(env, service).sha)
@@ -112,21 +113,30 @@ class CommandTargets:
             if full not in deployed:
                 raise ReleaseNotFoundError(f"{full[:12]} was never deployed to {service} in {env}; deployed there: "
                                            f"{', '.join(sorted(s[:12] for s in deployed)) or 'none'}")
-            return self._activate(st, "rollback", cmds.rollback or cmds.deploy, service, env, full,
+            return self._activate(st, entry, "rollback", cmds.rollback or cmds.deploy, service, env, full,
                                   idempotency_key, to_sha)
 
-    def _activate(self, st: TargetStateFile, action: str, spec: CommandSpec, service: str, env: str, sha: str,
-                  key: str | None, requested: str | None) -> DeployResult:
+    def _activate(self, st: TargetStateFile, entry: HistoryEntry | None, action: str, spec: CommandSpec,
+                  service: str, env: str, sha: str, key: str | None, requested: str | None) -> DeployResult:
+        """Run the command, then the health command, in one history entry per idempotency key.
+
+        A call a crash interrupted (`entry` still started) may have run its command: it is run again in the same
+        entry, so a user's deploy command must be idempotent (`kubectl set image`, a deploy script that checks
+        what runs first). The health command then decides the result.
+        """
         start = time.monotonic()
         rec = st.record(env, service)
         values = {"service": service, "env": env, "sha": sha}
         health_spec = self.config.environments[env].services[service].health  # type: ignore[index]
-        base = dict(target=self.kind, env=env, service=service, action=action, sha=sha, previous_sha=rec.sha,
-                    idempotency_key=key)
-        entry = HistoryEntry(env=env, service=service, action=action, sha=sha, previous_sha=rec.sha,
-                             status="started", started_at=utcnow(), idempotency_key=key, requested=requested)
-        st.history.append(entry)
-        if rec.sha == sha and rec.status == "running":
+        if entry is None:
+            entry = HistoryEntry(env=env, service=service, action=action, sha=sha, previous_sha=rec.sha,
+                                 status="started", started_at=utcnow(), idempotency_key=key, requested=requested)
+            st.history.append(entry)
+        else:
+            resume(entry)
+        base = dict(target=self.kind, env=env, service=service, action=action, sha=sha,
+                    previous_sha=entry.previous_sha, idempotency_key=key)
+        if rec.sha == sha and rec.status == "running" and entry.attempts == 1:
             health = self._run(f"{service}_health", health_spec, values)
             if health.ok:
                 result = DeployResult(**base, ok=True, noop=True, details=health.summary(),

@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from flows.targets.base import DeployResult, HistoryEntry
 from flows.targets.errors import IdempotencyConflictError
 
-__all__ = ["find_replay", "previous_release", "replay_result"]
+__all__ = ["find_entry", "previous_release", "replay_result", "resume"]
+
+logger = logging.getLogger(__name__)
 
 
-def find_replay(
+def find_entry(
     history: Sequence[HistoryEntry], key: str | None, env: str, service: str, action: str, sha: str | None
 ) -> HistoryEntry | None:
-    """The finished entry recorded under `key` for this same call, or None; a key reused for another call raises.
+    """The entry recorded under `key` for this same call, or None; a key reused for another call raises.
 
-    `sha` None (rollback to "previous") matches any SHA. Entries still `started` (a crash mid-call) do not count, so
-    such a call is executed again.
+    A finished entry is replayed (`replay_result`); one still `started` is a call a crash interrupted, which the
+    target resumes IN that entry (one entry per key, however often it is retried). `sha` None (rollback to
+    "previous") matches any SHA.
     """
     if not key:
         return None
     for entry in reversed(history):
-        if entry.idempotency_key != key or entry.status == "started" or entry.result is None:
+        if entry.idempotency_key != key:
             continue
         same = (entry.env, entry.service, entry.action) == (env, service, action) and sha in (None, entry.sha)
         if not same:
@@ -31,6 +35,14 @@ def find_replay(
             )
         return entry
     return None
+
+
+def resume(entry: HistoryEntry) -> HistoryEntry:
+    """Mark an interrupted entry as resumed (its attempt count) before the target finishes the call in it."""
+    entry.attempts += 1
+    logger.warning("resuming %s of %s %s to %s (idempotency key %s), interrupted after phase %r", entry.action,
+                   entry.service, entry.sha[:12], entry.env, entry.idempotency_key, entry.phase)
+    return entry
 
 
 def replay_result(entry: HistoryEntry) -> DeployResult:

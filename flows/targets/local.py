@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from agents.failpoints import failpoint
 from flows.targets.base import (
     ENVIRONMENTS,
     SERVICES,
@@ -21,10 +22,11 @@ from flows.targets.base import (
 )
 from flows.targets.e2e import run_http_e2e
 from flows.targets.environment import child_env
-from flows.targets.errors import ReleaseNotFoundError, TargetConfigError
-from flows.targets.history import find_replay, previous_release, replay_result
+from flows.targets.errors import ReleaseNotFoundError, TargetConfigError, TargetError
+from flows.targets.history import find_entry, previous_release, replay_result, resume
 from flows.targets.httpget import http_get
 from flows.targets.processes import find_free_ports, is_alive, log_tail, start_process, stop_process, wait_for_health
+from flows.targets.procscan import Found, describe, listener_pid, processes_with
 from flows.targets.releases import export_release, list_releases, resolve_ref, switch_current
 from flows.targets.state import ServiceRecord, StateStore, TargetStateFile
 
@@ -71,15 +73,19 @@ class LocalTargets:
         return resolve_ref(self.repo, ref)
 
     def deploy(self, service: str, env: str, sha: str, idempotency_key: str | None = None) -> DeployResult:
-        """Export `sha`, switch `current` to it and restart the service; a no-op if it already runs healthy."""
+        """Export `sha`, switch `current` to it and restart the service; a no-op if it already runs healthy.
+
+        A call with the key of one that a crash interrupted finishes that call (see `_activate`)."""
         validate_service(service)
         validate_env(env)
         full = self.resolve(sha)
         with self.store.transaction() as st:
-            done = find_replay(st.history, idempotency_key, env, service, "deploy", full)
-            if done is not None:
-                return replay_result(done)
-            return self._activate(st, "deploy", service, env, full, idempotency_key, sha)
+            entry = find_entry(st.history, idempotency_key, env, service, "deploy", full)
+            if entry is not None and entry.result is not None:
+                return replay_result(entry)
+            result = self._activate(st, entry, "deploy", service, env, full, idempotency_key, sha)
+        failpoint("local.deploy.finished")
+        return result
 
     def rollback(self, service: str, env: str, to_sha: str | None = None,
                  idempotency_key: str | None = None) -> DeployResult:
@@ -88,9 +94,10 @@ class LocalTargets:
         validate_env(env)
         full = self.resolve(to_sha) if to_sha else None
         with self.store.transaction() as st:
-            done = find_replay(st.history, idempotency_key, env, service, "rollback", full)
-            if done is not None:
-                return replay_result(done)
+            entry = find_entry(st.history, idempotency_key, env, service, "rollback", full)
+            if entry is not None and entry.result is not None:
+                return replay_result(entry)
+            full = full or (entry.sha if entry is not None else None)
             if full is None:
                 full = previous_release(st.history, env, service, st.record(env, service).sha)
                 if full is None:
@@ -99,27 +106,41 @@ class LocalTargets:
                 known = ", ".join(s[:12] for s in list_releases(self.service_dir(env, service))) or "none"
                 raise ReleaseNotFoundError(f"{full[:12]} was never deployed to {service} in {env}; "
                                            f"releases there: {known}")
-            return self._activate(st, "rollback", service, env, full, idempotency_key, to_sha)
+            result = self._activate(st, entry, "rollback", service, env, full, idempotency_key, to_sha)
+        failpoint("local.deploy.finished")
+        return result
 
-    def _activate(self, st: TargetStateFile, action: str, service: str, env: str, sha: str,
-                  key: str | None, requested: str | None) -> DeployResult:
+    def _activate(self, st: TargetStateFile, entry: HistoryEntry | None, action: str, service: str, env: str,
+                  sha: str, key: str | None, requested: str | None) -> DeployResult:
+        """Make `sha` the running release of env/service, recording each phase as it completes.
+
+        Crash safety: every phase is saved before the next begins, and the service's pid right after it starts, but
+        a worker can die between any two steps. So this converges from whatever is there rather than assuming a
+        clean slate: it finds every process of ours for env/service (recorded or left by an interrupted attempt),
+        adopts one that already serves `sha` healthily on the service's port, stops the rest, and starts a new
+        process only when none is left; it never reports success unless the process answering on the port is
+        the one it recorded. An interrupted call (`entry` still started) is finished in its own history entry.
+        """
         start = time.monotonic()
         rec = st.record(env, service)
-        previous, url = rec.sha, self.url(env, service)
-        base = dict(target=self.kind, env=env, service=service, action=action, sha=sha, previous_sha=previous,
-                    url=url, idempotency_key=key)
-        entry = HistoryEntry(env=env, service=service, action=action, sha=sha, previous_sha=previous,
-                             status="started", started_at=utcnow(), idempotency_key=key, requested=requested)
-        st.history.append(entry)
-        if rec.sha == sha and rec.pid and is_alive(rec.pid, rec.pid_identity) and \
-                http_get(f"{url}/health", timeout=1.0).status == 200:
+        url, port, service_dir = self.url(env, service), self._ports[env][service], self.service_dir(env, service)
+        if entry is None:
+            entry = HistoryEntry(env=env, service=service, action=action, sha=sha, previous_sha=rec.sha,
+                                 status="started", started_at=utcnow(), idempotency_key=key, requested=requested)
+            st.history.append(entry)
+        else:
+            resume(entry)
+        base = dict(target=self.kind, env=env, service=service, action=action, sha=sha,
+                    previous_sha=entry.previous_sha, url=url, idempotency_key=key)
+        ours = self._ours(env, service)
+        serving = next((p for p in ours if self._serves(p, service_dir / "releases" / sha, port, url)), None)
+        if serving is not None and serving.pid == rec.pid and rec.sha == sha and entry.attempts == 1:
             result = DeployResult(**base, ok=True, noop=True, pid=rec.pid,
                                   message=f"{sha[:12]} already runs healthy as {service} in {env} "
                                           f"(pid {rec.pid}); nothing to do")
             return self._finish(entry, "noop", result)
-        self.store.save(st)
         try:
-            pid, ok, why, details = self._restart(rec, service, env, sha)
+            pid, ok, why, details = self._converge(st, entry, rec, service, env, sha, ours, serving)
         except Exception as exc:
             entry.status, entry.finished_at, entry.message = "failed", utcnow(), f"{type(exc).__name__}: {exc}"
             raise
@@ -133,34 +154,72 @@ class LocalTargets:
                               duration_ms=round(duration, 1))
         return self._finish(entry, "succeeded" if ok else "failed", result)
 
-    @staticmethod
-    def _finish(entry: HistoryEntry, status: str, result: DeployResult) -> DeployResult:
-        entry.status, entry.finished_at, entry.message, entry.result = status, utcnow(), result.message, result
-        (logger.info if result.ok else logger.error)("%s", result.message)
-        return result
+    def _phase(self, st: TargetStateFile, entry: HistoryEntry, phase: str) -> None:
+        """Record that a phase completed (durably: the state file is fsynced), then let a crash test stop here."""
+        entry.phase = phase
+        self.store.save(st)
+        failpoint(f"local.deploy.{phase}")
 
-    def _restart(self, rec: ServiceRecord, service: str, env: str, sha: str) -> tuple[int, bool, str, str]:
-        service_dir = self.service_dir(env, service)
+    def _converge(self, st: TargetStateFile, entry: HistoryEntry, rec: ServiceRecord, service: str, env: str,
+                  sha: str, ours: list[Found], serving: Found | None) -> tuple[int, bool, str, str]:
+        service_dir, port = self.service_dir(env, service), self._ports[env][service]
+        squatter = listener_pid(port)
+        if squatter is not None and squatter not in {p.pid for p in ours}:
+            raise TargetError(f"port {port} of {service} in {env} is taken by {describe(squatter)}, which is not a "
+                              f"service of this target; stop it, then deploy again (nothing was changed)")
         release = export_release(self.repo, sha, service_dir / "releases")
-        if rec.pid:
+        self._phase(st, entry, "exported")
+        keep = serving.pid if serving is not None else None
+        for process in ours:
+            if process.pid != keep:
+                stop_process(process.pid, process.identity, self.stop_timeout)
+        if rec.pid is not None and rec.pid != keep:  # recorded but not found by its command line: stop it anyway
             stop_process(rec.pid, rec.pid_identity, self.stop_timeout)
         rec.pid, rec.pid_identity, rec.status = None, None, "stopped"
         switch_current(service_dir, release)
-        rec.sha, rec.port = sha, self._ports[env][service]
+        rec.sha, rec.port = sha, port
+        self._phase(st, entry, "switched")
+        if serving is not None:  # an interrupted attempt already started it, and it is healthy: adopt it
+            rec.pid, rec.pid_identity, rec.started_at, rec.status = serving.pid, serving.identity, utcnow(), "running"
+            self.store.save(st)
+            logger.warning("adopted pid %d, which already served %s %s in %s", serving.pid, service, sha[:12], env)
+            return serving.pid, True, f"adopted: it already served {sha[:12]} on port {port}", ""
         current = service_dir / "current"
-        argv = [self.python, str(current / service / "server.py"), "--port", str(rec.port), "--env", env]
+        argv = [self.python, str(current / service / "server.py"), "--port", str(port), "--env", env]
         if service == "frontend":
             argv += ["--backend-url", self.url(env, "backend")]
         log_path = service_dir / "logs" / f"{sha}.log"
         # An explicit environment (flows/targets/environment.py): the sample services need nothing of the worker's.
         proc_env = child_env(env={"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"})
         pid, identity = start_process(argv, cwd=current, log_path=log_path, env=proc_env)
+        failpoint("local.deploy.started")  # the worst moment to die: a process nobody has recorded yet
         rec.pid, rec.pid_identity, rec.started_at, rec.status = pid, identity, utcnow(), "running"
+        self._phase(st, entry, "health")
         ok, why = wait_for_health(f"{self.url(env, service)}/health", pid, self.health_timeout, self.poll_interval)
+        answering = listener_pid(port) if ok else None
+        if ok and answering != pid:
+            ok, why = False, f"{self.url(env, service)} answered, but from {describe(answering or 0)}, not pid {pid}"
         if not ok:
             stop_process(pid, identity, self.stop_timeout)
             rec.pid, rec.pid_identity, rec.status = None, None, "failed"
         return pid, ok, why, "" if ok else log_tail(log_path)
+
+    def _ours(self, env: str, service: str) -> list[Found]:
+        """Every live process of this env/service: started from its directory, on its port."""
+        return processes_with(f"{self.service_dir(env, service)}/", f"--port\0{self._ports[env][service]}\0")
+
+    @staticmethod
+    def _serves(process: Found, release: Path, port: int, url: str) -> bool:
+        """Runs `release`, is the process listening on `port`, and answers its health check."""
+        return (process.cwd is not None and process.cwd == release.resolve() and listener_pid(port) == process.pid
+                and http_get(f"{url}/health", timeout=1.0).status == 200)
+
+    @staticmethod
+    def _finish(entry: HistoryEntry, status: str, result: DeployResult) -> DeployResult:
+        entry.status, entry.finished_at, entry.message, entry.result = status, utcnow(), result.message, result
+        entry.phase = "finished"
+        (logger.info if result.ok else logger.error)("%s", result.message)
+        return result
 
     def run_e2e(self, env: str) -> E2EReport:
         """Run the sample app's HTTP e2e suite against `env`."""
@@ -182,15 +241,20 @@ class LocalTargets:
         return EnvState(target=self.kind, env=env, services=services, history=[h for h in st.history if h.env == env])
 
     def stop_all(self) -> list[int]:
-        """Stop every service process these environments started; return the PIDs that were recorded."""
+        """Stop every service process of these environments (recorded, or left by an interrupted deploy); return
+        their pids."""
         pids: list[int] = []
         with self.store.transaction() as st:
+            for env in ENVIRONMENTS:
+                for service in SERVICES:
+                    for process in self._ours(env, service):
+                        stop_process(process.pid, process.identity, self.stop_timeout)
+                        pids.append(process.pid)
             for env_records in st.services.values():
                 for rec in env_records.values():
-                    if rec.pid is None:
-                        continue
-                    stop_process(rec.pid, rec.pid_identity, self.stop_timeout)
-                    pids.append(rec.pid)
+                    if rec.pid is not None and rec.pid not in pids:
+                        stop_process(rec.pid, rec.pid_identity, self.stop_timeout)
+                        pids.append(rec.pid)
                     rec.pid, rec.pid_identity = None, None
                     rec.status = "stopped" if rec.status == "running" else rec.status
         return pids

@@ -126,8 +126,9 @@ def wait_for_health(url: str, pid: int, timeout: float, interval: float = 0.05) 
     deadline = time.monotonic() + timeout
     last_error = "no answer yet"
     while True:
+        child = _CHILDREN.get(pid)  # before is_alive, which forgets a child it finds exited
         if not is_alive(pid):
-            child = _CHILDREN.pop(pid, None)
+            _CHILDREN.pop(pid, None)
             code = child.returncode if child is not None else None
             return False, f"process {pid} exited (exit code {code}) before {url} answered"
         answer = http_get(url, timeout=min(0.5, max(timeout, 0.1)))
