@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEPLOY_AGENT",
+    "PRODUCTION_LIMIT",
     "PROD_CONTEXT",
     "TARGET_CONTEXT",
     "DeployBackendToProd",
@@ -36,6 +37,7 @@ __all__ = [
     "target_sha",
 ]
 
+PRODUCTION_LIMIT = "production-changes"  # the Prefect tag-concurrency limit every production change holds
 TARGET_CONTEXT = "target"
 PROD_CONTEXT = "prod_versions"
 _SHA_IN_TEXT = re.compile(r"\b[0-9a-f]{7,40}\b")
@@ -84,6 +86,7 @@ class DeployBackendToProd(Tool):
     """Deploy the backend service at a commit to production."""
 
     policy = "approve"
+    concurrency_tags = (PRODUCTION_LIMIT,)
     intent: Literal["deploy_backend_to_prod"]
     sha: str = Sha
 
@@ -96,6 +99,7 @@ class DeployFrontendToProd(Tool):
     """Deploy the frontend service at a commit to production."""
 
     policy = "approve"
+    concurrency_tags = (PRODUCTION_LIMIT,)
     intent: Literal["deploy_frontend_to_prod"]
     sha: str = Sha
 

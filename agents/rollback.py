@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
+from agents.deploybot import PRODUCTION_LIMIT
 from agents.thread import ContextEvent, ResultEvent
 from agents.tools import Agent, Tool
 
@@ -41,6 +42,7 @@ class RollbackBackend(Tool):
     """Switch the production backend back to one of its previous releases."""
 
     policy = "approve"
+    concurrency_tags = (PRODUCTION_LIMIT,)
     intent: Literal["rollback_backend"]
     to: str = To
 
@@ -53,6 +55,7 @@ class RollbackFrontend(Tool):
     """Switch the production frontend back to one of its previous releases."""
 
     policy = "approve"
+    concurrency_tags = (PRODUCTION_LIMIT,)
     intent: Literal["rollback_frontend"]
     to: str = To
 

@@ -38,6 +38,10 @@ class Tool(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     policy: ClassVar[Policy] = "auto"
+    # Prefect tag-concurrency limits an execution of this tool holds (its execute task carries these tags), e.g.
+    # ("production-changes",): one change at a time, held only while it executes, released by the server when the
+    # task run ends, including when a new attempt marks a dead attempt's task run Crashed.
+    concurrency_tags: ClassVar[tuple[str, ...]] = ()
 
     reason: str = Field(
         default="", max_length=300, description="One short sentence: why this call is the right next step."

@@ -26,12 +26,13 @@ from prefect.states import Completed, State
 
 from agents.adapter import failed, run_agent, run_scoped_key
 from agents.adapter.logredact import install_log_redaction
+from agents.adapter.recovery import begin_attempt
 from agents.deploybot import DEPLOY_AGENT
 from agents.llm import preflight
 from agents.rollback import ROLLBACK_AGENT
 from agents.secrets import redact, redact_data, redacted
 from flows import outcomes, prefetch, report
-from flows.production import deploy_tools, rollback_tools
+from flows.production import deploy_tools, ensure_limit, rollback_tools
 from flows.targets.base import SERVICES
 from flows.targets.errors import UnknownRevisionError
 from flows.targets.gitinfo import commits_between, recent_tags, tags_by_sha
@@ -151,6 +152,7 @@ def deploy_pipeline(
     and roll back with the rollback agent's approved proposals if that fails."""
     install_log_redaction()  # before anything can log: this run's logs go to the API and the runner's output
     logger = get_run_logger()
+    exhausted = begin_attempt()  # a new attempt after a crash frees what the dead one held; too many: stop here
     # Configuration first: a bad model, target config or SHA fails here, before anything is deployed.
     model = preflight(model)
     targets.build()
@@ -169,6 +171,8 @@ def deploy_pipeline(
             return Completed(message=ended.message, data={"outcome": ended.name, "sha": full, "message": ended.message})
         return failed(ended.name, ended.message)
 
+    if exhausted is not None:  # the worker died on every attempt Prefect made: nothing more runs
+        return finish(outcomes.Outcome("recovery_exhausted", exhausted, ok=False))
     staging = [deploy_to_staging(targets, service, full) for service in SERVICES]
     rows += [report.deploy_row(r) for r in staging]
     staging_e2e = run_e2e(targets, "staging", "staging") if all(r["ok"] for r in staging) else None
@@ -183,6 +187,7 @@ def deploy_pipeline(
     commits = fetch_commits(targets, full, prefetch.released_shas(prod))
     thread = prefetch.deploy_thread(_run_id(), full, requested, source=source, actor=actor, prod=prod, tags=tags,
                                     commits=commits, staging_e2e=staging_e2e)
+    ensure_limit()  # the tag limit the production-changing tools hold: without it Prefect would not serialise them
     deployed = run_agent(DEPLOY_AGENT, thread, deploy_tools(targets, full), model=model,
                          approval_timeout_s=approval_timeout_s)
     after = fetch_state(targets, "production", "after-deploy")

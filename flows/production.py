@@ -5,28 +5,26 @@ result `ok=false` the agent reads and the pipeline's production e2e then catches
 production, so it is a fact, not an error to retry. Calls that cannot run at all (an unknown or out-of-scope SHA, a
 release never deployed there) raise, and become a capped `tool_error` event the agent can correct.
 
-Serialisation: only the production-changing part of a tool (never a run that waits for a human) holds a slot of the
-Prefect global concurrency limit `production-changes` (limit 1, created if missing). A second run reaching its own
-approved change waits for the slot; it does not fail.
+Serialisation: the deploy and rollback tools declare `concurrency_tags = ("production-changes",)`, so their execute
+task holds a slot of Prefect's tag concurrency limit `production-changes` (limit 1, created if missing) while it runs,
+and only then: never a run that waits for a human. A second run reaching its own approved change waits for the slot
+(its execute task stays Pending); it does not fail. The server frees the slot when the task run ends, and when a new
+attempt of a crashed run marks its dead predecessor's task run Crashed (agents/adapter/recovery.py).
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from typing import Any
 
+from agents.deploybot import PRODUCTION_LIMIT
 from agents.execution import ToolContext, ToolImpl
 from agents.tools import Tool
 from flows.targets.base import DeployResult
 from flows.targets.errors import TargetError
 from flows.targets.settings import TargetSettings
 
-__all__ = ["PRODUCTION_LIMIT", "OutOfScopeError", "deploy_tools", "ensure_limit", "production_change", "rollback_tools"]
-
-PRODUCTION_LIMIT = "production-changes"
+__all__ = ["PRODUCTION_LIMIT", "OutOfScopeError", "deploy_tools", "ensure_limit", "rollback_tools"]
 log = logging.getLogger(__name__)
 
 
@@ -34,54 +32,17 @@ class OutOfScopeError(TargetError):
     """The agent asked for something this pipeline run is not about (another SHA)."""
 
 
-def ensure_limit(name: str = PRODUCTION_LIMIT) -> None:
-    """Create the global concurrency limit (limit 1) if it does not exist; an existing one is left as configured."""
+def ensure_limit(tag: str = PRODUCTION_LIMIT) -> None:
+    """Create the tag concurrency limit (limit 1) if it does not exist; an existing one is left as configured."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from prefect.exceptions import ObjectNotFound
 
     with get_client(sync_client=True) as client:
         try:
-            client.read_global_concurrency_limit_by_name(name)
-            return
+            client.read_concurrency_limit_by_tag(tag)
         except ObjectNotFound:
-            pass
-        try:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-            log.info("created global concurrency limit %r (limit 1)", name)
-        except ObjectAlreadyExists:  # another run created it a moment ago
-            pass
-
-
-@contextmanager
-def production_change(what: str) -> Iterator[None]:
-    """Hold the production slot while `what` runs; waits (without a timeout) while another run holds it, and says so
-    in the run's log only when the server really refused the slot (a fact, not a guess)."""
-    from prefect import get_run_logger
-    from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
-    from prefect.concurrency.sync import concurrency
-
-    logger = get_run_logger()  # tools run inside the execute task: their waits show in the run's log
-    ensure_limit()
-    asked = time.monotonic()
-    with ExitStack() as slot:
-        try:  # one attempt first, so a refusal can be told apart from a free slot
-            slot.enter_context(concurrency(PRODUCTION_LIMIT, occupy=1, strict=True, max_retries=0))
-        except ConcurrencySlotAcquisitionError as exc:
-            if not _refused(exc):
-                raise
-            logger.info("%s: waiting for %r: another run is changing production", what, PRODUCTION_LIMIT)
-            slot.enter_context(concurrency(PRODUCTION_LIMIT, occupy=1, strict=True))
-        logger.info("%s: holding %r (waited %.1f s for it)", what, PRODUCTION_LIMIT, time.monotonic() - asked)
-        yield
-    logger.info("%s: released %r", what, PRODUCTION_LIMIT)
-
-
-def _refused(exc: Exception) -> bool:
-    """The server answered 423 Locked: every slot is taken (Prefect wraps it in ConcurrencySlotAcquisitionError)."""
-    cause = exc.__cause__
-    response = getattr(cause, "response", None)
-    return getattr(response, "status_code", None) == 423
+            client.create_concurrency_limit(tag=tag, concurrency_limit=1)
+            log.info("created tag concurrency limit %r (limit 1)", tag)
 
 
 def _output(result: DeployResult, ctx: ToolContext) -> dict[str, Any]:
@@ -100,10 +61,9 @@ def _deploy(settings: TargetSettings, service: str, sha: str) -> ToolImpl:
         resolved = target.resolve(asked)  # without a repo (command targets) a prefix comes back as it is
         if resolved != sha and not sha.startswith(resolved):
             raise OutOfScopeError(f"this run deploys {sha[:12]} only; {asked} is another commit")
-        with production_change(f"deploy {service} {sha[:12]}"):
-            # On reconcile the same idempotency key makes the target return the recorded result, or find the
-            # release already running (a no-op), or deploy it if the earlier attempt never got that far.
-            result = target.deploy(service, "production", sha, idempotency_key=ctx.idempotency_key)
+        # On reconcile the same idempotency key makes the target finish the interrupted call in its history entry
+        # (flows/targets/local.py), return its recorded result, or find the release already running.
+        result = target.deploy(service, "production", sha, idempotency_key=ctx.idempotency_key)
         return _output(result, ctx)
 
     return impl
@@ -116,8 +76,7 @@ def _rollback(settings: TargetSettings, service: str) -> ToolImpl:
         if target.repo is None:  # no git to expand a prefix: match the releases production has run
             known = {h.sha for h in target.state("production").history if h.sha.startswith(to)}
             to = known.pop() if len(known) == 1 else to
-        with production_change(f"roll back {service} to {to[:12]}"):
-            result = target.rollback(service, "production", to, idempotency_key=ctx.idempotency_key)
+        result = target.rollback(service, "production", to, idempotency_key=ctx.idempotency_key)
         return _output(result, ctx)
 
     return impl

@@ -59,15 +59,25 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from agents.adapter.serving import serve_deployments
-    from flows.triggers import TriggerConfigError, ensure_approval_automation, notification_summary
+    from agents.adapter.recovery import enable_heartbeats
+    from flows.triggers import (
+        TriggerConfigError,
+        ensure_approval_automation,
+        ensure_recovery_automations,
+        notification_summary,
+        recovery_summary,
+    )
 
+    enable_heartbeats()  # before anything reads Prefect's settings: the recovery automations expect this frequency
     try:
         deployment, summary = build_deployment(args.name, schedule=not args.no_schedule, trigger=not args.no_trigger,
                                                prefect_file=args.prefect_file)
+        recovery = recovery_summary(ensure_recovery_automations())
         notice = None if args.no_notify else notification_summary(ensure_approval_automation())
     except TriggerConfigError as exc:
         sys.exit(f"error: {exc}")
     print(f"serving {summary}", flush=True)
+    print(recovery, flush=True)
     if notice:
         print(notice, flush=True)
     serve_deployments(deployment)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.adapter.links import V2_HOW_TO, run_page, ui_base_url
+from agents.adapter.recovery import EXHAUSTED_EVENT, ensure_recovery_automations
 
 __all__ = [
     "AUTOMATION_NAME",
@@ -35,8 +36,10 @@ __all__ = [
     "TriggerConfigError",
     "describe",
     "ensure_approval_automation",
+    "ensure_automations",
     "notification_summary",
     "pipeline_spec",
+    "recovery_summary",
     "schedules_of",
     "triggers_of",
 ]
@@ -141,12 +144,17 @@ def describe(flow_name: str, deployment_name: str, schedules: list[Any], trigger
 def _message(ui: str | None) -> tuple[str, str, str]:
     """Subject, body (notification blocks) and JSON payload (webhook) templates, rendered by the server's Jinja."""
     link = run_page(ui, "{{ flow_run.id }}") if ui else "{{ flow_run|ui_url }}"
-    subject = "Approval needed: {{ flow.name }}/{{ flow_run.name }}"
-    body = ("Flow run {{ flow.name }}/{{ flow_run.name }} ({{ flow_run.id }}) is waiting for a decision.\n"
+    gave_up = f'{{% if event.event == "{EXHAUSTED_EVENT}" %}}'
+    subject = gave_up + "Gave up after crashes: {% else %}Approval needed: {% endif %}{{ flow.name }}/{{ flow_run.name }}"
+    body = (gave_up + "Flow run {{ flow.name }}/{{ flow_run.name }} ({{ flow_run.id }}) crashed on every attempt and "
+            "was stopped: {{ event.payload.message }}\n{% else %}"
+            "Flow run {{ flow.name }}/{{ flow_run.name }} ({{ flow_run.id }}) is waiting for a decision.\n"
             f"Open it in the Prefect UI ({V2_HOW_TO}): {link}\n"
-            "Or from a shell: microagents show {{ flow_run.id }}, then microagents approve|reject {{ flow_run.id }}")
+            "Or from a shell: microagents show {{ flow_run.id }}, then microagents approve|reject {{ flow_run.id }}"
+            "{% endif %}")
     fields = {
-        "text": "Approval needed: {{ flow.name }}/{{ flow_run.name }}: " + link,
+        "text": gave_up + "Gave up after crashes{% else %}Approval needed{% endif %}: {{ flow.name }}/"
+                          "{{ flow_run.name }}: " + link,
         "event": "{{ event.event }}",
         "flow_run_id": "{{ flow_run.id }}",
         "flow_run_name": "{{ flow_run.name }}",
@@ -210,7 +218,7 @@ def ensure_approval_automation(
 
     subject, body, payload = _message(ui_url or ui_base_url())
     related = ([{"prefect.resource.role": "flow", "prefect.resource.name": list(flow_names)}] if flow_names else [])
-    trigger = EventTrigger(expect={SUSPENDED_EVENT}, match={"prefect.resource.id": "prefect.flow-run.*"},
+    trigger = EventTrigger(expect={SUSPENDED_EVENT, EXHAUSTED_EVENT}, match={"prefect.resource.id": "prefect.flow-run.*"},
                            match_related=related, posture=Posture.Reactive, threshold=1)
     with get_client(sync_client=True) as client:
         actions: list[Any] = []
@@ -233,6 +241,23 @@ def ensure_approval_automation(
         return client.read_automation(automation_id)
 
 
+def ensure_automations(block: str | None = None, webhook_url: str | None = None) -> tuple[Any | None, list[Any]]:
+    """Everything the pipeline's deployments rely on, created or updated in one place: the automations that detect
+    and retry a run whose worker died (always) and the one that tells approvers (when configured)."""
+    recovery = ensure_recovery_automations()
+    return ensure_approval_automation(block, webhook_url), recovery
+
+
+def recovery_summary(automations: list[Any]) -> str:
+    """A line for people: what happens when a worker dies."""
+    from agents.adapter.recovery import RECOVER_TAG, heartbeat_seconds, max_recoveries
+
+    names = ", ".join(repr(a.name) for a in automations)
+    return (f"recovery: runs tagged {RECOVER_TAG} heartbeat every {heartbeat_seconds()} s; without one for "
+            f"{2 * heartbeat_seconds()} s they are marked Crashed and started again, at most {max_recoveries()} times "
+            f"(automations {names})")
+
+
 def notification_summary(automation: Any | None) -> str:
     """A line for people: where approval notices go."""
     if automation is None:
@@ -245,16 +270,18 @@ def notification_summary(automation: Any | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.triggers",
-                                     description="Create or update the automation that tells approvers "
+                                     description="Create or update the automations the pipeline relies on: "
+                                                 "recovery of runs whose worker died, and telling approvers "
                                                  f"(from ${NOTIFY_BLOCK_ENV} / ${NOTIFY_WEBHOOK_ENV}).")
     parser.add_argument("--block", default=None, help=f"<block-type-slug>/<block-name> (default ${NOTIFY_BLOCK_ENV})")
     parser.add_argument("--webhook-url", default=None, help=f"URL to POST JSON to (default ${NOTIFY_WEBHOOK_ENV})")
     args = parser.parse_args(argv)
     try:
-        automation = ensure_approval_automation(args.block, args.webhook_url)
+        automation, recovery = ensure_automations(args.block, args.webhook_url)
     except TriggerConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    print(recovery_summary(recovery))
     print(notification_summary(automation))
     return 0
 

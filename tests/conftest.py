@@ -81,6 +81,11 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
         saved = dict(os.environ)
         os.environ.update(server.client_env())
         os.environ["AGENT_STATE_DIR"] = str(home / "agent-state")
+        # What flows.serve creates for a real deployment: Prefect's automations that crash a run whose worker
+        # stopped heartbeating and start it again (runs of deployments tagged microagents-recover).
+        from agents.adapter.recovery import ensure_recovery_automations
+
+        ensure_recovery_automations()
         try:
             yield server
         finally:

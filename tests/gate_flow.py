@@ -15,7 +15,8 @@ from typing import Any
 from prefect import flow, task
 from prefect.runtime import flow_run
 
-from agents.adapter import run_agent, run_scoped_key
+from agents.adapter import failed, run_agent, run_scoped_key
+from agents.adapter.recovery import RECOVER_TAG, begin_attempt
 from agents.adapter.serving import serve_deployments
 from agents.deploybot import DEPLOY_AGENT
 from agents.execution import ToolContext
@@ -56,9 +57,11 @@ def deploy_tool(service: str, effects: Path) -> Any:
 
 
 @flow(name="gate-demo", persist_result=True)
-def gate_demo(sha: str, effects_dir: str, model: str, approval_timeout_s: float = 3600) -> str:
+def gate_demo(sha: str, effects_dir: str, model: str, approval_timeout_s: float = 3600) -> Any:
     effects = Path(effects_dir)
     _append(effects, "pids.log", str(os.getpid()))
+    if (exhausted := begin_attempt()) is not None:
+        return failed("recovery_exhausted", exhausted)
     staging = staging_step(sha, effects_dir)
     thread = Thread(
         id=f"gate-{flow_run.get_id()}",
@@ -79,4 +82,5 @@ def gate_demo(sha: str, effects_dir: str, model: str, approval_timeout_s: float 
 
 
 if __name__ == "__main__":
-    serve_deployments(gate_demo.to_deployment(name="gate"))
+    # Tagged so Prefect's recovery automations watch its runs (a test may use a tag of its own).
+    serve_deployments(gate_demo.to_deployment(name="gate", tags=[os.environ.get("GATE_RECOVER_TAG", RECOVER_TAG)]))

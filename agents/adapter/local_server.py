@@ -173,6 +173,10 @@ class LocalPrefectServer:
                 "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.home / DB_FILE_NAME}",
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "PREFECT_SERVER_UI_ENABLED": "true" if self.ui else "false",
+                # Concurrency leases on disk under the home, not in memory: a restarted server still knows who
+                # holds a slot, so a dead holder's slot is released (by its expiry, or by the run's next attempt)
+                # instead of staying taken for good.
+                "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem",
                 "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(self.storage_path),
                 "LITELLM_LOCAL_MODEL_COST_MAP": "True",
                 "PYTHONUNBUFFERED": "1",

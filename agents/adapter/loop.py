@@ -157,9 +157,19 @@ def _request(agent: Agent, thread: Thread, p: ProposalEvent, template: str, expi
 
 
 def _suspend(form: Any, key: str, timeout: float, logger: logging.Logger | logging.LoggerAdapter, what: str) -> Any:
-    """Suspend until a human answers; on replay the stored answer comes back at once (the key already fired)."""
-    from prefect.flow_runs import suspend_flow_run
+    """Suspend until a human answers; on replay the stored answer comes back at once.
 
+    Prefect skips a suspension whose key already fired, but forgets the fired keys when a run leaves a final state
+    (a Crashed run started again by the recovery automation, or Retry in the UI): without this check such a run
+    would ask its approvers again. So an answer stored under the key is read back first, whatever restarted us.
+    """
+    from prefect.flow_runs import suspend_flow_run
+    from prefect.input.actions import read_flow_run_input
+    from prefect.input.run_input import keyset_from_base_key
+
+    keyset = keyset_from_base_key(f"suspended-{key}")
+    if read_flow_run_input(keyset["response"]) is not None:
+        return form.load(keyset)
     logger.info("waiting for %s (suspend key %s): %s", what, key, _where_to_answer())
     return suspend_flow_run(wait_for_input=form, key=key, timeout=int(timeout))
 

@@ -16,8 +16,12 @@ RUNNER_POLL_ENV = "AGENT_RUNNER_POLL_S"
 
 
 def serve_deployments(*deployments: Any, limit: int | None = None, **runner_options: Any) -> None:
-    """Like `prefect.serve`, with the runner's poll interval taken from $AGENT_RUNNER_POLL_S (default 0.25 s)."""
+    """Like `prefect.serve`, with the runner's poll interval taken from $AGENT_RUNNER_POLL_S (default 0.25 s) and
+    flow-run heartbeats every 30 s unless PREFECT_FLOWS_HEARTBEAT_FREQUENCY says otherwise."""
     from prefect import serve
 
+    from agents.adapter.recovery import enable_heartbeats
+
+    enable_heartbeats()  # the runner's flow-run processes inherit it: a dead worker is noticed (recovery.py)
     runner_options.setdefault("query_seconds", float(os.environ.get(RUNNER_POLL_ENV, "0.25")))
     serve(*deployments, limit=limit, **runner_options)

@@ -82,5 +82,8 @@ def execute_call(impl: ToolImpl, call: Tool, ctx: ToolContext) -> ResultEvent | 
         return event
 
     execute.__name__ = execute.__qualname__ = f"execute_{call.intent_name()}"
-    runner = task(execute, name=f"execute {call.intent_name()}", persist_result=True, cache_key_fn=_execute_key)
+    # The run name says what ran, for people and for `microagents runs` (what a crashed run executed).
+    shown = " ".join(f"{k}={str(v)[:12]}" for k, v in call.arguments().items())
+    runner = task(execute, name=f"execute {call.intent_name()}", persist_result=True, cache_key_fn=_execute_key,
+                  tags=list(tool_cls.concurrency_tags), task_run_name=f"execute {call.intent_name()} {shown}"[:120])
     return runner(call=call.model_dump(mode="json"), ctx=ctx)
