@@ -6,6 +6,7 @@ runs through), writes `reached-<name>` holding its pid, and blocks until it is k
 in production sets the variable.
 
 Points in this project (where a crash leaves the most to reconcile):
+- `agent.approved`: `run_agent` recorded an approval; nothing of the call has run;
 - `local.deploy.exported`: a local deploy exported the release, nothing else changed yet;
 - `local.deploy.switched`: the old process is stopped and `current` points at the new release;
 - `local.deploy.started`: the new service process exists but its pid is not recorded yet;
@@ -19,11 +20,12 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["FAILPOINTS_ENV", "POINTS", "arm", "failpoint"]
+__all__ = ["DEPLOY_POINTS", "FAILPOINTS_ENV", "POINTS", "arm", "failpoint"]
 
 FAILPOINTS_ENV = "AGENT_FAILPOINTS_DIR"
-POINTS = ("local.deploy.exported", "local.deploy.switched", "local.deploy.started", "local.deploy.health",
-          "local.deploy.finished")
+POINTS = ("agent.approved", "local.deploy.exported", "local.deploy.switched", "local.deploy.started",
+          "local.deploy.health", "local.deploy.finished")
+DEPLOY_POINTS = tuple(p for p in POINTS if p.startswith("local.deploy."))
 
 
 def failpoint(name: str) -> None:

@@ -225,7 +225,8 @@ def test_commands_get_an_explicit_environment_never_the_workers(workdir: Path, m
     assert (deploy["DEPLOY_SERVICE"], deploy["DEPLOY_ENV"], deploy["DEPLOY_SHA"]) == ("backend", "staging", "abc1234")
     assert deploy["PATH"] and "REGISTRY_PASSWORD" not in health and health["REGION"] == "eu-1"
     allowed = set(BASE_ENV) | {"DEPLOY_TOKEN", "REGISTRY_PASSWORD", "REGION", "TIER", "DEPLOY_SERVICE", "DEPLOY_ENV",
-                               "DEPLOY_SHA", "PWD", "OLDPWD", "SHLVL", "_"}  # the last four: set by sh itself
+                               "DEPLOY_SHA", "DEPLOY_ATTEMPT", "DEPLOY_IDEMPOTENCY_KEY",
+                               "PWD", "OLDPWD", "SHLVL", "_"}  # the last four: set by sh itself
     for dump in (deploy, health, e2e):
         assert set(dump) <= allowed, set(dump) - allowed
         assert "OPENAI_API_KEY" not in dump and "PREFECT_API_AUTH_STRING" not in dump and "UNLISTED" not in dump

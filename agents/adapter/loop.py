@@ -26,6 +26,7 @@ from agents.adapter.publish import artifact_key, publish_thread, request_markdow
 from agents.adapter.store import ThreadStore
 from agents.adapter.tasks import execute_call, llm_step
 from agents.errors import ConfigurationError
+from agents.failpoints import failpoint
 from agents.execution import (
     ToolContext,
     ToolImpl,
@@ -118,6 +119,8 @@ def run_agent(
                 add(DecisionEvent(proposal_id=p.id, proposal_digest=p.digest, decision=decision,
                                   feedback=answer.feedback, approver=answer.approver or "unknown",
                                   at=_answered_at(run_id, suspend_key)))
+                if decision == "approved":
+                    failpoint("agent.approved")
             case AwaitAnswer(proposal=p):
                 attempt = len(thread.for_proposal(AnswerEvent, p.id))
                 suspend_key = answer_key(p.id, attempt)

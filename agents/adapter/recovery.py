@@ -118,15 +118,28 @@ def ensure_recovery_automations(tag: str = RECOVER_TAG, *, heartbeat_s: int | No
     with get_client(sync_client=True) as client:
         for automation in (zombie, retry):
             existing = client.read_automations_by_name(automation.name)
-            if existing:
-                client.update_automation(existing[0].id, automation)
-                for extra in existing[1:]:
-                    client.delete_automation(extra.id)
+            for extra in existing[1:]:
+                client.delete_automation(extra.id)
+            if not existing:
+                automation_id = client.create_automation(automation)
+            elif _same(existing[0], automation):
+                # Left alone: an update resets the trigger's open windows, so a runner restarted right after a
+                # worker died (what a supervisor does) would otherwise erase the countdown of the runs it lost.
                 automation_id = existing[0].id
             else:
-                automation_id = client.create_automation(automation)
+                client.update_automation(existing[0].id, automation)
+                automation_id = existing[0].id
             found.append(client.read_automation(automation_id))
     return found
+
+
+def _same(existing: Any, wanted: Any) -> bool:
+    """Whether an automation on the server already is `wanted` (ids aside)."""
+    def shape(a: Any) -> Any:
+        return (a.name, a.description, a.enabled, a.trigger.model_dump(mode="json", exclude={"id"}),
+                [x.model_dump(mode="json") for x in a.actions])
+
+    return bool(shape(existing) == shape(wanted))
 
 
 def executed_by(run_id: str | UUID) -> list[tuple[str, str]]:

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from agents.failpoints import failpoint
 from flows.targets.base import (
     SERVICES,
     DeployResult,
@@ -144,9 +145,13 @@ class CommandTargets:
                                               f"nothing to do")
                 return self._finish(entry, "noop", result)
         self.store.save(st)
-        runs = [self._run(f"{service}_{action}", spec, values)]
+        # The command learns its call's key and attempt (DEPLOY_IDEMPOTENCY_KEY, DEPLOY_ATTEMPT): a script can
+        # check what an interrupted attempt of the same call already did.
+        runs = [self._run(f"{service}_{action}", spec,
+                          {**values, "idempotency_key": key or "", "attempt": str(entry.attempts)})]
         if runs[0].ok:
             runs.append(self._run(f"{service}_health", health_spec, values))
+        failpoint("command.deploy.ran")  # ran, but nothing of it is recorded yet
         ok = all(r.ok for r in runs)
         rec.sha, rec.status, rec.started_at = sha, "running" if ok else "failed", utcnow()
         failed = next((r for r in runs if not r.ok), None)

@@ -89,11 +89,12 @@ def stop_process(pid: int, identity: str | None = None, timeout: float = 5.0) ->
         return False
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            break
-        except PermissionError:
-            os.kill(pid, sig)
+            os.killpg(pid, sig)  # our services lead their own session; a process that does not gets signalled alone
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             child = _CHILDREN.get(pid)

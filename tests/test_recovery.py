@@ -1,0 +1,156 @@
+"""A dead worker, recovered by Prefect alone, on the real pipeline: the served runner is killed (SIGKILL of its process
+group) with a run frozen right after its approval and at each point of a local deploy; the test then only restarts
+the runner, as a supervisor would, and changes no state. Each time: Prefect's automations mark the run Crashed and
+start it again, it completes, the targets' history holds exactly one deploy per approved call, no orphan process
+is left, the production slot is free again, and a later deploy really replaces what runs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agents.adapter.approvals import ApprovalsClient
+from agents.adapter.local_server import LocalPrefectServer
+from agents.adapter.store import ThreadStore
+from agents.failpoints import FAILPOINTS_ENV, arm
+from agents.scripted import ScriptedModel
+from flows.sample_app import SampleAppManifest, create_sample_app
+from flows.targets import LocalTargets
+from flows.targets.httpget import http_get
+from flows.targets.procscan import listener_pid, processes_with
+from flows.targets.settings import TargetSettings
+from prefect_harness import Served, create_run, flow_state, next_pause, wait_state
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOYMENT = "deploy-pipeline/local"
+# One SIGKILL per group: runs inside a production change hold the one production slot, so they freeze one at a time;
+# a run frozen right after its approval holds nothing and shares a kill.
+KILLS = [("agent.approved", "local.deploy.exported"), ("local.deploy.switched",), ("local.deploy.started",),
+         ("local.deploy.health",), ("local.deploy.finished",)]
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> SampleAppManifest:
+    return create_sample_app(tmp_path_factory.mktemp("sample") / "repo")
+
+
+@pytest.fixture(scope="module")
+def faults(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("faults")
+
+
+@pytest.fixture(scope="module")
+def served(prefect_server: LocalPrefectServer, http: httpx.Client, faults: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    env = {k: v for k, v in os.environ.items() if k != "AGENT_MODEL"}
+    env[FAILPOINTS_ENV] = str(faults)
+    s = Served(ROOT / "flows" / "serve.py", env, http, DEPLOYMENT, tmp_path_factory.mktemp("serve") / "serve.log",
+               args=("--no-schedule", "--no-trigger"))
+    s.deployment_id = s.start()  # type: ignore[attr-defined]
+    yield s
+    s.stop()
+
+
+def ours(local: LocalTargets, env: str, service: str) -> list[int]:
+    port = int(local.url(env, service).rsplit(":", 1)[1])
+    return [p.pid for p in processes_with(f"{local.service_dir(env, service)}/", f"--port\0{port}\0")]
+
+
+def production_slots(http: httpx.Client) -> int:
+    return int(http.get("/v2/concurrency_limits/tag:production-changes").json()["active_slots"])
+
+
+def state_names(http: httpx.Client, run: str) -> list[str]:
+    states = http.get("/flow_run_states/", params={"flow_run_id": run}).json()
+    return [s["name"] for s in sorted(states, key=lambda s: s["timestamp"])]
+
+
+@pytest.mark.parametrize("points", KILLS, ids=["+".join(p.rsplit(".", 1)[-1] for p in k) for k in KILLS])
+def test_a_killed_worker_is_recovered_by_prefect_and_each_approved_deploy_runs_once(
+    served: Served, http: httpx.Client, faults: Path, tmp_path: Path, sample: SampleAppManifest,
+    points: tuple[str, ...],
+) -> None:
+    sha = sample.sha("v1.1.0")
+    runs: dict[str, tuple[str, TargetSettings, ScriptedModel]] = {}
+    with ApprovalsClient() as approvals:
+        for point in points:
+            settings = TargetSettings(root=str(tmp_path / point / "envs"), repo=sample.repo)
+            for service in ("backend", "frontend"):  # production runs v1.0.0; v1.1.0's backend stays compatible
+                assert settings.build().deploy(service, "production", "v1.0.0").ok
+            model = ScriptedModel(tmp_path / point / "model")
+            model.enqueue({"call": {"intent": "deploy_backend_to_prod", "sha": sha[:12]}},
+                          {"call": {"intent": "done_for_now", "message": "backend deployed"}})
+            params = {"sha": sha, "targets": settings.model_dump(), "model": model.model, "source": "git.push",
+                      "actor": "ci"}
+            runs[point] = (create_run(http, served.deployment_id, params), settings, model)  # type: ignore[attr-defined]
+        for point, (run, _, _) in runs.items():
+            next_pause(http, run, timeout=180)
+            arm(faults, point)
+            approvals.approve(run, "alice")
+            deadline = time.monotonic() + 120
+            while not (faults / f"reached-{point}").exists():
+                assert time.monotonic() < deadline, f"{point} not reached"
+                time.sleep(0.05)
+    served.kill()
+    killed = time.monotonic()
+    assert all(flow_state(http, run)["type"] == "RUNNING" for run, _, _ in runs.values())  # nobody knows yet
+
+    served.start()  # the supervisor's part; no state is changed by the test
+    try:
+        for point, (run, settings, model) in runs.items():
+            try:
+                final = wait_state(http, run, {"COMPLETED"}, timeout=300, passing=frozenset({"CRASHED"}))
+            except TimeoutError:
+                body = {"flow_runs": {"id": {"any_": [run]}}}
+                print("DEBUG tasks", [(t["name"], t["state_type"], t["state_name"]) for t in http.post("/task_runs/filter", json=body).json()])
+                logs = http.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [run]}}, "limit": 200}).json()
+                print("DEBUG logs", "\n".join(l["message"][:300] for l in logs))
+                print("DEBUG states", state_names(http, run), "slots", production_slots(http))
+                ev = http.post("/events/filter", json={"filter": {"any_resource": {"id": [f"prefect.flow-run.{run}"]}}, "limit": 50}).json()
+                print("DEBUG events", [(e["event"], e["occurred"][11:19], [r.get("prefect.resource.id") for r in e.get("related", []) if r.get("prefect.resource.role") == "tag"]) for e in ev["events"]])
+                print("DEBUG automations", [(a["name"], a["enabled"]) for a in http.post("/automations/filter", json={}).json()])
+                print("DEBUG serve", served.log.read_text()[-3000:])
+                raise
+            assert "deployed" in (final["message"] or ""), final
+            names = state_names(http, run)
+            assert "Crashed" in names and "AwaitingRetry" in names, names
+            assert http.get(f"/flow_runs/{run}").json()["run_count"] == 2
+            local = settings.build()
+            assert isinstance(local, LocalTargets)
+            thread = ThreadStore().load(run, "deploy")
+            assert thread is not None
+            receipts = [e for e in thread.events if e.type == "receipt"]
+            assert len(receipts) == 1 and len([e for e in thread.events if e.type == "result"]) == 1
+            key = receipts[0].idempotency_key
+            entries = [h for h in local.state("production").history if h.idempotency_key == key]
+            assert [(h.action, h.status) for h in entries] == [("deploy", "succeeded")], entries  # one deploy
+            backend = local.state("production").services["backend"]
+            port = int(local.url("production", "backend").rsplit(":", 1)[1])
+            assert backend.sha == sha and backend.healthy and listener_pid(port) == backend.pid
+            assert ours(local, "production", "backend") == [backend.pid], "an orphan service is left"
+            assert len(model.requests()) == 2  # no model call repeated by the new attempt
+        print(f"\n{'+'.join(points)}: kill -> every run completed {time.monotonic() - killed:.1f} s")
+        assert production_slots(http) == 0  # the dead attempt's hold on production was released
+
+        # A later deploy really replaces what runs (nothing stale answers on the port).
+        for point, (run, settings, _) in runs.items():
+            local = settings.build()
+            old = local.state("production").services["backend"].pid
+            assert local.deploy("backend", "production", "v1.2.0", idempotency_key=f"later-{run}").ok
+            port = int(local.url("production", "backend").rsplit(":", 1)[1])
+            now = local.state("production").services["backend"]
+            assert now.pid != old and listener_pid(port) == now.pid
+            assert http_get(local.url("production", "backend") + "/api/version").json()["sha"] == sample.sha("v1.2.0")
+            assert ours(local, "production", "backend") == [now.pid]
+    finally:
+        for _, settings, _ in runs.values():
+            settings.build().stop_all()
