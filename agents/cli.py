@@ -1,4 +1,5 @@
 """`microagents`: list, show, approve, reject and answer suspended agent runs (Prefect 3 has no resume command),
+`runs`: list runs that are stuck, crashed, recovering or gave up, with what they executed (agents.adapter.troubled),
 and `push`: emit the `git.push` event that starts the deploy pipeline (agents.events; a git hook calls it)."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import json
 import sys
 
 from agents.adapter.approvals import ApprovalsClient, PendingRequest, ResumeRefused
-from agents.errors import AgentError
+from agents.errors import AgentError, ConfigurationError
 
 __all__ = ["main"]
 
@@ -41,6 +42,14 @@ def _parser() -> argparse.ArgumentParser:
     answer.add_argument("text", help="your answer (quote it)")
     answer.add_argument("--as", dest="who", default=None, help="your name, recorded with the answer")
     answer.add_argument("--digest", help="only answer if the run still asks the question with this digest")
+    runs = sub.add_parser("runs", help="list runs that are stuck, crashed, recovering or gave up, with what each "
+                                       "already executed",
+                          description="Runs whose worker died (stuck: Running without heartbeats), that Prefect marked "
+                                      "Crashed, that are starting again after a crash, or that gave up after the last "
+                                      "allowed recovery (AGENT_MAX_RECOVERIES); each with its executed tool calls.")
+    runs.add_argument("--hours", type=float, default=24.0,
+                      help="also list crashed and given-up runs that ended this many hours ago (default: %(default)s)")
+    runs.add_argument("--json", action="store_true", help="machine-readable output")
     push = sub.add_parser("push", help="emit a git.push event: the deploy pipeline's trigger starts a run for the SHA",
                           description="Emit a git.push event to the Prefect server. A deployment with the pipeline's "
                                       "trigger (deployments/prefect.yaml) starts a run for SHA when BRANCH is main.")
@@ -61,6 +70,25 @@ def _line(req: PendingRequest) -> str:
             f"(digest {req.proposal_digest[:12]}, expires {req.expires_at or 'never'})")
 
 
+def _runs(client: ApprovalsClient, args: argparse.Namespace) -> None:
+    from datetime import timedelta
+
+    from agents.adapter.troubled import troubled_runs
+
+    if args.hours <= 0:
+        raise ConfigurationError(f"--hours must be positive, not {args.hours}")
+    found = troubled_runs(client, since=timedelta(hours=args.hours))
+    if args.json:
+        print(json.dumps([t.as_dict() for t in found], indent=1))
+        return
+    if not found:
+        print("no run is stuck, crashed or recovering")
+    for t in found:
+        print(f"{t.run_id}  {t.name}  {t.status:<10}  {t.state} (attempt {t.attempt})  {t.why}")
+        for name, state in t.executed or [("no tool call executed", "")]:
+            print(f"    {name}{': ' + state if state else ''}")
+
+
 def _push(args: argparse.Namespace) -> None:
     from agents.events import emit_push
 
@@ -78,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         with ApprovalsClient(api_url=args.api_url) as client:
             match args.command:
+                case "runs":
+                    _runs(client, args)
                 case "pending":
                     found = client.pending()
                     if args.json:

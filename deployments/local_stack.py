@@ -36,6 +36,9 @@ from agents.adapter.local_server import LocalPrefectServer  # noqa: E402
 
 DEPLOYMENT = "deploy-pipeline/local"
 TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+RUNNER_MIN_UPTIME_S = 30  # a runner that dies sooner than this after starting died of its set-up, not of bad luck
+RUNNER_MAX_QUICK_DEATHS = 3
+POLLING_LINE = b"polling for scheduled runs"  # what Prefect's runner logs once it serves
 _started = time.monotonic()
 
 
@@ -79,6 +82,9 @@ class LocalStack:
         self.env: dict[str, str] = {}
         self.deployment_id = ""
         self.since = datetime.now(UTC)
+        self.runner_started = 0.0
+        self.quick_deaths = 0
+        self.log_offset = 0
 
     def start(self) -> None:
         say(f"starting the Prefect server in {self.server.home} (a new database is migrated first: 10-30 s) ...")
@@ -98,10 +104,33 @@ class LocalStack:
             self.env[local_model.URL_ENV] = local_model.endpoint()
             self.model_started = True
         say(f"serving {DEPLOYMENT} ...")
-        log = open(self.home / "serve.log", "ab")  # noqa: SIM115 (lives as long as the runner)
-        self.runner = subprocess.Popen([sys.executable, "-m", "flows.serve"], cwd=PROJECT, env=self.env, stdout=log,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+        self._start_runner()
+
+    def _start_runner(self) -> None:
+        self.log_offset = (self.home / "serve.log").stat().st_size if (self.home / "serve.log").exists() else 0
+        with open(self.home / "serve.log", "ab") as log:  # the child keeps its own descriptor
+            self.runner = subprocess.Popen([sys.executable, "-m", "flows.serve"], cwd=PROJECT, env=self.env,
+                                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.runner_started = time.monotonic()
         self._wait_served()
+
+    def _restart_runner(self) -> None:
+        """The runner died (killed, OOM): start another and keep everything else up, deployed services included.
+        Prefect recovers the runs it was executing by itself (agents.adapter.recovery): no heartbeat for 60 s ->
+        Crashed -> scheduled again -> this new runner picks them up. A runner that keeps dying at start is not
+        restarted forever."""
+        assert self.runner is not None
+        code = self.runner.returncode
+        quick = time.monotonic() - self.runner_started < RUNNER_MIN_UPTIME_S
+        self.quick_deaths = self.quick_deaths + 1 if quick else 0
+        if self.quick_deaths >= RUNNER_MAX_QUICK_DEATHS:
+            raise RuntimeError(f"the runner exited (code {code}) {self.quick_deaths} times within "
+                               f"{RUNNER_MIN_UPTIME_S} s of starting; see {self.home / 'serve.log'}")
+        say(f"the runner died (exit code {code}); restarting it. Deployed services stay up; Prefect marks the runs "
+            "it was executing Crashed once their heartbeats stop (within about 2 minutes) and starts them again "
+            f"(`{cli(self.server.api_url)} runs` lists them)")
+        self._start_runner()
+        say(f"runner restarted: serving {DEPLOYMENT} again")
 
     def _wait_served(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -111,8 +140,11 @@ class LocalStack:
                 if self.runner.poll() is not None:
                     tail = (self.home / "serve.log").read_text(errors="replace")[-2000:]
                     raise RuntimeError(f"the runner exited (code {self.runner.returncode}):\n{tail}")
-                found = c.get(f"/deployments/name/{DEPLOYMENT}")
-                if found.status_code == 200:
+                with open(self.home / "serve.log", "rb") as log:  # this runner's lines only
+                    log.seek(self.log_offset)
+                    polling = POLLING_LINE in log.read()
+                found = c.get(f"/deployments/name/{DEPLOYMENT}") if polling else None
+                if found is not None and found.status_code == 200:
                     self.deployment_id = found.json()["id"]
                     return
                 time.sleep(0.25)
@@ -140,14 +172,14 @@ Press Ctrl-C to stop everything.
 
     def watch(self) -> None:
         """Say when a run waits for a human (the offline default for 'tell approvers') and when a run ends, each once,
-        from the server's state; notice a dead runner."""
+        from the server's state; restart a dead runner."""
         seen: set[tuple[str, str]] = set()
         microagents = cli(self.server.api_url)
         with ApprovalsClient(self.server.api_url, self.server.auth_string) as approvals:
             while True:
                 assert self.runner is not None
                 if self.runner.poll() is not None:
-                    raise RuntimeError(f"the runner exited (code {self.runner.returncode}); see {self.home / 'serve.log'}")
+                    self._restart_runner()
                 for request in approvals.pending():
                     if (request.run_id, request.key) not in seen:
                         seen.add((request.run_id, request.key))

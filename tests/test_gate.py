@@ -7,6 +7,7 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -235,3 +236,61 @@ def test_killed_worker_is_recovered_by_prefect_and_never_runs_an_approved_call_t
         assert results[0].output.get("reconciled", False) is (point == "after")
         assert final["type"] == "COMPLETED"
     print(f"\nkill -> all three completed: {time.monotonic() - killed:.1f} s")
+
+
+def test_a_run_past_its_last_allowed_recovery_ends_failed_with_what_it_executed(
+    prefect_server: Any, http: httpx.Client, approvals: ApprovalsClient, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """AGENT_MAX_RECOVERIES=0 for deployments with a tag of their own: the worker dies mid-execution, Prefect marks
+    the run Crashed and starts it once more, and that attempt runs nothing: the run ends Failed with a message that
+    says what happened and what executed (a Crashed call: maybe half done), approvers get the
+    `microagents.recovery.exhausted` event, and `microagents runs` lists it as given up."""
+    from agents.adapter.recovery import EXHAUSTED_EVENT, ensure_recovery_automations
+    from agents.cli import main
+
+    tag = "gate-exhaustion-test"
+    automations = ensure_recovery_automations(tag, recoveries=0)
+    env = {k: v for k, v in os.environ.items() if k != "AGENT_MODEL"}
+    env.update({"GATE_RECOVER_TAG": tag, "AGENT_MAX_RECOVERIES": "0"})
+    served = Served(Path(__file__).parent / "gate_flow.py", env, http, "gate-demo/gate", tmp_path / "serve.log")
+    try:
+        served.deployment_id = served.start()  # type: ignore[attr-defined]
+        effects, scripted = tmp_path / "effects", ScriptedModel(tmp_path / "model")
+        effects.mkdir()
+        scripted.enqueue(BACKEND, DONE)
+        (effects / "fault").write_text("mid")
+        run = start(served, http, scripted, effects)
+        next_pause(http, run)
+        approvals.approve(run, "alice")
+        deadline = time.monotonic() + 90
+        while not (effects / "reached-mid").exists():
+            assert time.monotonic() < deadline, "the run never reached the middle of its tool call"
+            time.sleep(0.05)
+        served.kill()
+        served.start()
+        final = wait_state(http, run, {"FAILED"}, timeout=240, passing=frozenset({"CRASHED"}))
+        message = final["message"] or ""
+        assert message.startswith("gave up after 0 automatic recoveries: the worker running this flow run died 1 "
+                                  "time. What it executed before: execute deploy_backend_to_prod"), message
+        assert "execute deploy_backend_to_prod" in message and ": Crashed" in message, message
+        assert "check the targets before you run it again" in message
+        assert [n for n in crashed_then_retried(http, run) if n in ("Crashed", "AwaitingRetry")] == \
+            ["Crashed", "AwaitingRetry"]
+        assert http.get(f"/flow_runs/{run}").json()["run_count"] == 2
+        assert lines(effects / "backend.log") == [] and len(scripted.requests()) == 1  # nothing ran again
+        body = {"filter": {"event": {"name": [EXHAUSTED_EVENT]}, "resource": {"id": [f"prefect.flow-run.{run}"]}}}
+        deadline = time.monotonic() + 30
+        while not (events := http.post("/events/filter", json=body).json()["events"]):
+            assert time.monotonic() < deadline, "no exhausted event"
+            time.sleep(0.2)
+        assert events[0]["payload"]["message"] == message
+        capsys.readouterr()
+        assert main(["runs", "--json"]) == 0
+        listed = {r["run_id"]: r for r in json.loads(capsys.readouterr().out)}
+        assert listed[run]["status"] == "gave up"
+        assert [name for name, _ in listed[run]["executed"]][0].startswith("execute deploy_backend_to_prod")
+    finally:
+        served.stop()
+        for automation in automations:
+            http.delete(f"/automations/{automation.id}")

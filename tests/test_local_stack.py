@@ -176,3 +176,65 @@ def test_main_command_reaches_approval_and_stops_cleanly(tmp_path: Path, local_m
     assert f"({second}) failed" not in again.log.read_text()  # told once, in the session where it ended
     left = [p for p in again.interrupt() if alive(p)]
     assert not left
+
+
+def test_the_stack_restarts_a_dead_runner_keeps_services_up_and_the_run_recovers(tmp_path: Path) -> None:
+    """The runner (and the flow run it executes, frozen in the middle of a production deploy) is SIGKILLed as a
+    group. The stack says so and starts another runner; the staging and production services keep running; Prefect
+    marks the run Crashed and starts it again on the new runner, which finishes the deploy once; the stack reports
+    the run completed. The test changes no state."""
+    from agents.failpoints import FAILPOINTS_ENV, arm
+    from agents.scripted import ScriptedModel
+    from flows.sample_app import load_manifest
+
+    home = tmp_path / "work" / ".local"
+    home.parent.mkdir()
+    faults = tmp_path / "faults"
+    model = ScriptedModel(tmp_path / "model")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AGENT_", "DEPLOY_"))}
+    env.update({"AGENT_MODEL": model.model, FAILPOINTS_ENV: str(faults)})
+    port = free_port()
+    stack = Stack(home, port, env, tmp_path / "stack.log")
+    push_line = command(printed(stack, r"microagents push --sha [0-9a-f]{40}"))
+    sha = load_manifest(home / "envs" / "sample-app").sha("v1.1.0")
+    model.enqueue({"call": {"intent": "deploy_backend_to_prod", "sha": sha[:12]}},
+                  {"call": {"intent": "deploy_frontend_to_prod", "sha": sha[:12]}},
+                  {"call": {"intent": "done_for_now", "message": "deployed"}})
+    assert shell(re.sub(r"--sha [0-9a-f]{40}", f"--sha {sha}", push_line), tmp_path).returncode == 0
+    run = stack.wait_for(r"waiting for approval: \S+ \(([0-9a-f-]{36})\)").group(1)
+    arm(faults, "local.deploy.started")  # the new backend process exists, its pid is not recorded yet
+    approve_line = command(printed(stack, rf"decide: .*approve {run}"))
+    approve = shell(approve_line, tmp_path)
+    assert approve.returncode == 0, approve
+    deadline = time.monotonic() + 120
+    while not (faults / "reached-local.deploy.started").exists():
+        assert time.monotonic() < deadline, stack.log.read_text()[-3000:]
+        time.sleep(0.1)
+
+    state = home / "envs" / "environments" / "state.json"
+    staging = {name: s["pid"] for name, s in json.loads(state.read_text())["services"]["staging"].items()}
+    runners = [p for p in descendants(stack.proc.pid) if b"flows.serve" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert len(runners) == 1, runners
+    os.killpg(runners[0], signal.SIGKILL)
+    killed = time.monotonic()
+    stack.wait_for(r"the runner died \(exit code -9\); restarting it. Deployed services stay up", timeout=30)
+    stack.wait_for(r"runner restarted: serving deploy-pipeline/local again", timeout=120)
+    # Recovered: the new attempt finishes the backend deploy and the agent proposes the frontend.
+    stack.wait_for(rf"(?s)waiting for approval: \S+ \({run}\).*waiting for approval: \S+ \({run}\)", timeout=300)
+    recovered = time.monotonic() - killed
+    assert shell(approve_line, tmp_path).returncode == 0
+    ended = stack.wait_for(rf"run \S+ \({run}\) (completed|failed): (.*)\n", timeout=180)
+    assert ended.group(1) == "completed", ended.group(0)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}/api", timeout=30, trust_env=False) as api:
+        names = [s["name"] for s in api.get("/flow_run_states/", params={"flow_run_id": run}).json()]
+    assert "Crashed" in names and "AwaitingRetry" in names, names  # Prefect's automations did it
+    # The services the dead runner's runs deployed are still the same processes.
+    assert staging and all(alive(pid) for pid in staging.values()), staging
+    services = json.loads(state.read_text())
+    backend = services["services"]["production"]["backend"]
+    assert backend["sha"] == sha and alive(backend["pid"])
+    deploys = [h for h in services["history"] if h["env"] == "production" and h["action"] == "deploy"]
+    assert [(h["service"], h["status"]) for h in deploys] == [("backend", "succeeded"), ("frontend", "succeeded")], \
+        deploys  # one deploy per approval
+    assert len(model.requests()) == 3
+    print(f"\nrunner killed -> the recovered run asks for its next approval {recovered:.1f} s")

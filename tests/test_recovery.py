@@ -107,19 +107,7 @@ def test_a_killed_worker_is_recovered_by_prefect_and_each_approved_deploy_runs_o
     served.start()  # the supervisor's part; no state is changed by the test
     try:
         for point, (run, settings, model) in runs.items():
-            try:
-                final = wait_state(http, run, {"COMPLETED"}, timeout=300, passing=frozenset({"CRASHED"}))
-            except TimeoutError:
-                body = {"flow_runs": {"id": {"any_": [run]}}}
-                print("DEBUG tasks", [(t["name"], t["state_type"], t["state_name"]) for t in http.post("/task_runs/filter", json=body).json()])
-                logs = http.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [run]}}, "limit": 200}).json()
-                print("DEBUG logs", "\n".join(l["message"][:300] for l in logs))
-                print("DEBUG states", state_names(http, run), "slots", production_slots(http))
-                ev = http.post("/events/filter", json={"filter": {"any_resource": {"id": [f"prefect.flow-run.{run}"]}}, "limit": 50}).json()
-                print("DEBUG events", [(e["event"], e["occurred"][11:19], [r.get("prefect.resource.id") for r in e.get("related", []) if r.get("prefect.resource.role") == "tag"]) for e in ev["events"]])
-                print("DEBUG automations", [(a["name"], a["enabled"]) for a in http.post("/automations/filter", json={}).json()])
-                print("DEBUG serve", served.log.read_text()[-3000:])
-                raise
+            final = wait_state(http, run, {"COMPLETED"}, timeout=300, passing=frozenset({"CRASHED"}))
             assert "deployed" in (final["message"] or ""), final
             names = state_names(http, run)
             assert "Crashed" in names and "AwaitingRetry" in names, names
@@ -154,3 +142,65 @@ def test_a_killed_worker_is_recovered_by_prefect_and_each_approved_deploy_runs_o
     finally:
         for _, settings, _ in runs.values():
             settings.build().stop_all()
+
+
+def test_a_dead_runs_production_slot_is_released_after_the_server_restarted_too(
+    tmp_path: Path, sample: SampleAppManifest
+) -> None:
+    """The worker AND the Prefect server die while a production deploy holds the `production-changes` slot; the
+    server restarts on the same home, then the runner. The slot's lease survived on disk, so the recovered attempt
+    releases the dead one's slot and the run completes, without waiting out a lease or a human."""
+    import signal
+
+    from agents.adapter.local_server import free_port
+
+    server = LocalPrefectServer(tmp_path / "prefect", port=free_port(), ui=False)
+    faults = tmp_path / "faults"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "AGENT_MODEL"}
+    server.start()
+    try:
+        env.update(server.client_env(), AGENT_STATE_DIR=str(tmp_path / "agent-state"), **{FAILPOINTS_ENV: str(faults)})
+        with httpx.Client(base_url=server.api_url, auth=server.httpx_auth, timeout=30, trust_env=False) as http:
+            served = Served(ROOT / "flows" / "serve.py", env, http, DEPLOYMENT, tmp_path / "serve.log",
+                            args=("--no-schedule", "--no-trigger", "--no-notify"))
+            deployment = served.start()
+            try:
+                settings = TargetSettings(root=str(tmp_path / "envs"), repo=sample.repo)
+                for service in ("backend", "frontend"):
+                    assert settings.build().deploy(service, "production", "v1.0.0").ok
+                sha = sample.sha("v1.1.0")
+                model = ScriptedModel(tmp_path / "model")
+                model.enqueue({"call": {"intent": "deploy_backend_to_prod", "sha": sha[:12]}},
+                              {"call": {"intent": "done_for_now", "message": "backend deployed"}})
+                run = create_run(http, deployment, {"sha": sha, "targets": settings.model_dump(),
+                                                    "model": model.model, "source": "git.push", "actor": "ci"})
+                next_pause(http, run, timeout=180)
+                arm(faults, "local.deploy.switched")
+                with ApprovalsClient(server.api_url, server.auth_string) as approvals:
+                    approvals.approve(run, "alice")
+                deadline = time.monotonic() + 120
+                while not (faults / "reached-local.deploy.switched").exists():
+                    assert time.monotonic() < deadline, "the deploy never reached its switch"
+                    time.sleep(0.05)
+                assert production_slots(http) == 1  # held by the deploy that is about to die
+                served.kill()
+                os.killpg(server.pid, signal.SIGKILL)  # type: ignore[arg-type]
+                killed = time.monotonic()
+                server.stop()
+                server.start()  # same home, same port: what a supervisor (or the local stack) does
+                served.start()
+                final = wait_state(http, run, {"COMPLETED"}, timeout=300, passing=frozenset({"CRASHED"}))
+                took = time.monotonic() - killed
+                assert "deployed" in (final["message"] or "") and production_slots(http) == 0
+                names = state_names(http, run)
+                assert "Crashed" in names and "AwaitingRetry" in names, names
+                local = settings.build()
+                assert isinstance(local, LocalTargets)
+                keyed = [h for h in local.state("production").history if h.idempotency_key]
+                assert [(h.service, h.status) for h in keyed] == [("backend", "succeeded")], keyed
+                print(f"\nworker and server killed -> run completed {took:.1f} s")
+            finally:
+                served.stop()
+                settings.build().stop_all()
+    finally:
+        server.stop()

@@ -161,6 +161,16 @@ def only_the_pipeline_fired(http: httpx.Client, event_id: str, deployment_id: st
     assert len(fired) == 1 and fired[0] in runs_it, f"fired for {event_id}: {fired}; the pipeline's: {runs_it}"
 
 
+def automation_trail(http: httpx.Client, automation_id: Any, run_id: str) -> list[tuple[str, str, str]]:
+    """The run's state events and the automation's own events (triggered, action executed or failed), oldest first:
+    what to read when a notice did not arrive."""
+    body = {"filter": {"any_resource": {"id": [f"prefect.flow-run.{run_id}", f"prefect.automation.{automation_id}"]}},
+            "limit": 100}
+    events = retrying(http.post, "/events/filter", json=body).json()["events"]
+    return [(e["occurred"], e["event"], str(e.get("payload", {}).get("reason") or e.get("follows") or ""))
+            for e in sorted(events, key=lambda e: e["occurred"])]
+
+
 class Sentinel:
     """An automation that fires on sentinel events (and does nothing): proof that the trigger service got that far."""
 
@@ -381,7 +391,10 @@ def test_a_push_on_main_starts_exactly_one_run_that_asks_for_approval_and_notifi
     assert request.kind == "approval" and "proposes `deploy_backend_to_prod`" in request.description
 
     # The approvers hear about it: Prefect's automation POSTs the notice to the webhook.
-    notice = receiver.wait_for(run["id"], timeout=30)
+    try:
+        notice = receiver.wait_for(run["id"], timeout=90)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}; what the server recorded: {automation_trail(http, notify.id, run['id'])}")
     body = json.loads(notice["body"])
     assert body["event"] == "prefect.flow-run.Suspended" and body["flow_run_id"] == run["id"]
     assert body["flow_name"] == FLOW and body["deployment_name"] == NAME

@@ -134,10 +134,13 @@ def ensure_recovery_automations(tag: str = RECOVER_TAG, *, heartbeat_s: int | No
 
 
 def _same(existing: Any, wanted: Any) -> bool:
-    """Whether an automation on the server already is `wanted` (ids aside)."""
+    """Whether an automation on the server already is `wanted` (ids aside). The trigger's `expect`, `after` and
+    `for_each` are sets: compared as sets, since their JSON order changes with each process's string hashing."""
     def shape(a: Any) -> Any:
-        return (a.name, a.description, a.enabled, a.trigger.model_dump(mode="json", exclude={"id"}),
-                [x.model_dump(mode="json") for x in a.actions])
+        trigger = a.trigger.model_dump(mode="json", exclude={"id"})
+        for field in ("expect", "after", "for_each"):
+            trigger[field] = sorted(trigger.get(field) or [])
+        return (a.name, a.description, a.enabled, trigger, [x.model_dump(mode="json") for x in a.actions])
 
     return bool(shape(existing) == shape(wanted))
 
@@ -176,7 +179,7 @@ def begin_attempt() -> str | None:
     done = executed_by(run_id)
     what = "; ".join(f"{name}: {state}" for name, state in done) or "no tool call"
     message = (f"gave up after {allowed - 1} automatic recoveries: the worker running this flow run died {allowed} "
-               f"times. What it executed before: {what}. A Crashed tool call may have been half done: check the "
+               f"time{'s' if allowed != 1 else ''}. What it executed before: {what}. A Crashed tool call may have been half done: check the "
                "targets before you run it again.")
     _emit_exhausted(run_id, message)
     return message
