@@ -177,6 +177,9 @@ class LocalPrefectServer:
                 # holds a slot, so a dead holder's slot is released (by its expiry, or by the run's next attempt)
                 # instead of staying taken for good.
                 "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem",
+                # The trigger service's memory of processed events, plus what an earlier server process stored: after
+                # a restart, a run's next state event is not held 15 minutes for a leader it will never see again.
+                "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "agents.adapter.ordering",
                 "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(self.storage_path),
                 "LITELLM_LOCAL_MODEL_COST_MAP": "True",
                 "PYTHONUNBUFFERED": "1",

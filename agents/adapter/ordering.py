@@ -1,0 +1,68 @@
+"""Prefect's in-memory causal ordering for the trigger service, made to survive a server restart.
+
+Prefect's trigger service evaluates an event that `follows` another only once it has processed that leader, and a
+single server remembers what it processed in memory. After a restart it has forgotten: a flow run's next state event
+(say the `Crashed` set by the zombie automation) follows a state event the previous server process handled, so it
+is held until Prefect gives up on its leader, 15 minutes later (`PRECEDING_EVENT_LOOKBACK`). Every reactive
+automation on it waits that long: the retry of a run whose worker died with the server.
+
+This is Prefect's own memory ordering plus one rule: a leader that is stored in the events table, received before
+this server process started, counts as processed (this process can never see it arrive; the earlier one did).
+Selected with Prefect's setting `PREFECT_SERVER_EVENTS_CAUSAL_ORDERING=agents.adapter.ordering` (the local server
+sets it; a Redis-backed server, whose ordering lives in Redis, does not need it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from prefect.server.events.ordering.memory import CausalOrdering as _MemoryOrdering
+
+__all__ = ["MODULE", "CausalOrdering"]
+
+MODULE = "agents.adapter.ordering"
+
+
+def _process_start() -> datetime:
+    """When this process started (Linux: /proc); elsewhere, now (this module is imported as the trigger service
+    handles its first event, so an event received just before might be taken for an earlier process's)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return datetime.fromtimestamp(boot + ticks / os.sysconf("SC_CLK_TCK"), UTC)
+    except (OSError, ValueError, IndexError, StopIteration):
+        return datetime.now(UTC)
+
+
+_STARTED = _process_start()
+
+
+class CausalOrdering(_MemoryOrdering):
+    _instances: dict[str, _MemoryOrdering] = {}  # noqa: RUF012 (the parent's per-scope singletons, kept apart)
+    _locks: dict[str, asyncio.Lock] = {}  # noqa: RUF012
+
+    async def event_has_been_seen(self, event: Any) -> bool:
+        if await super().event_has_been_seen(event):
+            return True
+        event_id = event if isinstance(event, UUID) else event.id
+        return await _received_before_this_process(event_id)
+
+
+async def _received_before_this_process(event_id: UUID) -> bool:
+    import sqlalchemy as sa
+    from prefect.server.database import provide_database_interface
+
+    db = provide_database_interface()
+    async with db.session_context() as session:
+        received = await session.scalar(sa.select(db.Event.received).where(db.Event.id == event_id))
+    if received is None:
+        return False
+    if received.tzinfo is None:
+        received = received.replace(tzinfo=UTC)
+    return bool(received < _STARTED)
