@@ -100,7 +100,8 @@ def wait_state(http: httpx.Client, run_id: str, types: set[str], timeout: float 
     raise TimeoutError(f"run {run_id} not in {types} after {timeout}s; last state {state.get('type')}/{state.get('name')}")
 
 
-def next_pause(http: httpx.Client, run_id: str, after: str | None = None, timeout: float = 90) -> str:
+def next_pause(http: httpx.Client, run_id: str, after: str | None = None, timeout: float = 90,
+               passing: frozenset[str] = frozenset()) -> str:
     """Wait for a suspension whose key differs from `after` and whose form is stored; returns its key.
 
     Prefect sets the run Suspended first and stores the form (schema, then description) right after; a resume in
@@ -108,7 +109,7 @@ def next_pause(http: httpx.Client, run_id: str, after: str | None = None, timeou
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        state = wait_state(http, run_id, {"PAUSED"}, timeout=deadline - time.monotonic())
+        state = wait_state(http, run_id, {"PAUSED"}, timeout=deadline - time.monotonic(), passing=passing)
         key = state["state_details"]["pause_key"]
         keyset = state["state_details"].get("run_input_keyset") or {}
         if key != after and (not keyset or retrying(http.get, f"/flow_runs/{run_id}/input/{keyset['description']}")

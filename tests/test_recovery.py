@@ -144,6 +144,49 @@ def test_a_killed_worker_is_recovered_by_prefect_and_each_approved_deploy_runs_o
             settings.build().stop_all()
 
 
+def test_a_run_whose_worker_died_before_starting_it_is_recovered(
+    served: Served, http: httpx.Client, tmp_path: Path, sample: SampleAppManifest
+) -> None:
+    """The runner is killed while the run is Pending (taken, its process not started yet: no heartbeat ever). Found by
+    the crash sweep: such a run stayed Pending for good. Prefect's "crash runs that never start" marks it Crashed, it
+    is started again, asks for its approval, and deploys once."""
+    settings = TargetSettings(root=str(tmp_path / "envs"), repo=sample.repo)
+    for service in ("backend", "frontend"):
+        assert settings.build().deploy(service, "production", "v1.0.0").ok
+    sha = sample.sha("v1.1.0")
+    model = ScriptedModel(tmp_path / "model")
+    model.enqueue({"call": {"intent": "deploy_backend_to_prod", "sha": sha[:12]}},
+                  {"call": {"intent": "done_for_now", "message": "backend deployed"}})
+    run = create_run(http, served.deployment_id, {"sha": sha, "targets": settings.model_dump(),  # type: ignore[attr-defined]
+                                                  "model": model.model, "source": "git.push", "actor": "ci"})
+    deadline = time.monotonic() + 120
+    while (state := flow_state(http, run))["type"] != "PENDING":
+        assert state["type"] == "SCHEDULED" and time.monotonic() < deadline, state
+        time.sleep(0.01)
+    served.kill()
+    killed = time.monotonic()
+    assert flow_state(http, run)["type"] == "PENDING", "the run started before the kill"
+    served.start()
+    try:
+        next_pause(http, run, timeout=300, passing=frozenset({"CRASHED"}))
+        recovered = time.monotonic() - killed
+        states = http.get("/flow_run_states/", params={"flow_run_id": run}).json()
+        crashed = [s for s in states if s["type"] == "CRASHED"]
+        assert len(crashed) == 1 and "Pending for 60 s" in crashed[0]["message"], crashed
+        assert "AwaitingRetry" in state_names(http, run)
+        with ApprovalsClient() as approvals:
+            approvals.approve(run, "alice")
+        final = wait_state(http, run, {"COMPLETED"}, timeout=180)
+        assert "deployed" in (final["message"] or "")
+        local = settings.build()
+        assert isinstance(local, LocalTargets)
+        keyed = [h for h in local.state("production").history if h.idempotency_key]
+        assert [(h.service, h.status) for h in keyed] == [("backend", "succeeded")], keyed
+        print(f"\nkilled while Pending -> asking for approval again {recovered:.1f} s")
+    finally:
+        settings.build().stop_all()
+
+
 def test_a_dead_runs_production_slot_is_released_after_the_server_restarted_too(
     tmp_path: Path, sample: SampleAppManifest
 ) -> None:

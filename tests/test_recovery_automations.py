@@ -36,7 +36,7 @@ def test_a_restarted_runner_leaves_the_recovery_automations_alone(prefect_server
 
     ensure(0)
     first = automations(http)
-    assert len(first) == 2, first
+    assert len(first) == 3, first
     for seed in range(1, 7):
         ensure(seed)
         assert automations(http) == first, f"updated by a process with PYTHONHASHSEED={seed}"

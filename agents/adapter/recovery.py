@@ -1,10 +1,12 @@
-"""Recovery from a dead worker, Prefect's way: heartbeats, two automations, and a bounded number of new attempts.
+"""Recovery from a dead worker, Prefect's way: heartbeats, three automations, and a bounded number of new attempts.
 
 A worker that dies (SIGKILL, OOM, a lost machine) leaves its flow run `Running` for good: nothing in Prefect marks
 it by default. So, for the runs of deployments tagged `microagents-recover`:
 1. every run heartbeats (`PREFECT_FLOWS_HEARTBEAT_FREQUENCY`, 30 s: the shortest Prefect allows);
 2. automation "crash runs without heartbeats" (proactive): no heartbeat, final state or suspension within twice that
-   after a heartbeat -> the run is marked Crashed (a suspended run legitimately stops heartbeating);
+   after a heartbeat (or the Running state) -> the run is marked Crashed (a suspended run legitimately stops heartbeating); automation
+   "crash runs that never start": Pending for 60 s without Running (the worker died between taking the run and
+   starting its process) -> Crashed;
 3. automation "retry crashed runs" (reactive): a Crashed run whose `prefect.run-count` (attempts so far; a resume
    from a suspension does not count) is at most N+1 is set to Scheduled/AwaitingRetry, and a runner or worker starts
    it again: the flow re-runs from the top, every finished step comes back from its persisted result, earlier
@@ -47,6 +49,7 @@ DEFAULT_MAX_RECOVERIES = 3
 EXHAUSTED_EVENT = "microagents.recovery.exhausted"
 _FINAL = ("Completed", "Failed", "Cancelled", "Crashed")
 _WAITING = ("Suspended", "Paused")
+START_WINDOW_S = 60  # Pending -> Running is a process start: seconds; under 8 concurrent starts on 2 cores, about 20
 
 
 def heartbeat_seconds() -> int:
@@ -68,13 +71,14 @@ def enable_heartbeats() -> int:
     return heartbeat_seconds()
 
 
-def _names(tag: str) -> tuple[str, str]:
-    return f"{tag}: crash runs without heartbeats", f"{tag}: retry crashed runs"
+def _names(tag: str) -> tuple[str, str, str]:
+    return (f"{tag}: crash runs without heartbeats", f"{tag}: crash runs that never start",
+            f"{tag}: retry crashed runs")
 
 
 def ensure_recovery_automations(tag: str = RECOVER_TAG, *, heartbeat_s: int | None = None,
                                 recoveries: int | None = None) -> list[Any]:
-    """Create or update the two automations for runs tagged `tag` (idempotent); returns them."""
+    """Create or update the three automations for runs tagged `tag` (idempotent); returns them."""
     from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState
     from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
@@ -83,13 +87,14 @@ def ensure_recovery_automations(tag: str = RECOVER_TAG, *, heartbeat_s: int | No
     n = max_recoveries() if recoveries is None else recoveries
     window = 2 * beat
     tagged = {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{tag}"}
-    zombie_name, retry_name = _names(tag)
+    zombie_name, unstarted_name, retry_name = _names(tag)
     zombie = AutomationCore(
         name=zombie_name, enabled=True,
         description=f"A run tagged {tag} that stops heartbeating (every {beat} s) without ending or suspending is "
                     "marked Crashed: its worker died. (agents.adapter.recovery)",
         trigger=EventTrigger(
-            after={"prefect.flow-run.heartbeat"},
+            # Running opens the window too: a process that dies before its first heartbeat is caught as well.
+            after={"prefect.flow-run.heartbeat", "prefect.flow-run.Running"},
             expect={"prefect.flow-run.heartbeat", *(f"prefect.flow-run.{s}" for s in (*_FINAL, *_WAITING))},
             match={"prefect.resource.id": "prefect.flow-run.*"}, match_related=tagged,
             for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
@@ -99,6 +104,23 @@ def ensure_recovery_automations(tag: str = RECOVER_TAG, *, heartbeat_s: int | No
             message=f"no heartbeat for {window} s: the worker running this flow run died (marked Crashed by the "
                     f"automation {zombie_name!r})")],
     )
+    # A worker that dies between taking a run (Pending) and starting its process leaves a run that never heartbeats.
+    unstarted = AutomationCore(
+        name=unstarted_name, enabled=True,
+        description=f"A run tagged {tag} that stays Pending for {START_WINDOW_S} s (its worker took it, then died "
+                    "before starting it) is marked Crashed. (agents.adapter.recovery)",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.Pending"},
+            expect={"prefect.flow-run.Running", "prefect.flow-run.Scheduled", "prefect.flow-run.Cancelling",
+                    "prefect.flow-run.heartbeat", *(f"prefect.flow-run.{s}" for s in (*_FINAL, *_WAITING))},
+            match={"prefect.resource.id": "prefect.flow-run.*"}, match_related=tagged,
+            for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
+            within=timedelta(seconds=START_WINDOW_S)),
+        actions=[ChangeFlowRunState(
+            state=StateType.CRASHED,
+            message=f"Pending for {START_WINDOW_S} s without starting: the worker that took this flow run died "
+                    f"before it started (marked Crashed by the automation {unstarted_name!r})")],
+    )
     retry = AutomationCore(
         name=retry_name, enabled=True,
         description=f"A Crashed run tagged {tag} is started again, at most {n} times (run count 1..{n + 1}); one "
@@ -106,7 +128,8 @@ def ensure_recovery_automations(tag: str = RECOVER_TAG, *, heartbeat_s: int | No
         trigger=EventTrigger(
             expect={"prefect.flow-run.Crashed"},
             match={"prefect.resource.id": "prefect.flow-run.*",
-                   "prefect.run-count": [str(i) for i in range(1, n + 2)]},
+                   # 0: it never started (nothing ran; safe to start), 1..N+1: it ran that many attempts
+                   "prefect.run-count": [str(i) for i in range(0, n + 2)]},
             match_related=tagged, posture=Posture.Reactive, threshold=1),
         actions=[ChangeFlowRunState(
             state=StateType.SCHEDULED, name="AwaitingRetry",
@@ -116,7 +139,7 @@ def ensure_recovery_automations(tag: str = RECOVER_TAG, *, heartbeat_s: int | No
 
     found = []
     with get_client(sync_client=True) as client:
-        for automation in (zombie, retry):
+        for automation in (zombie, unstarted, retry):
             existing = client.read_automations_by_name(automation.name)
             for extra in existing[1:]:
                 client.delete_automation(extra.id)
