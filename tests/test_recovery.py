@@ -74,6 +74,20 @@ def state_names(http: httpx.Client, run: str) -> list[str]:
     return [s["name"] for s in sorted(states, key=lambda s: s["timestamp"])]
 
 
+def backend_deploy(where: Path, sample: SampleAppManifest) -> tuple[TargetSettings, ScriptedModel, dict[str, Any]]:
+    """Targets in `where` whose production runs v1.0.0 (v1.1.0's backend stays compatible with its frontend), a model
+    that proposes deploying v1.1.0's backend and then says it is done, and the pipeline parameters for both."""
+    settings = TargetSettings(root=str(where / "envs"), repo=sample.repo)
+    for service in ("backend", "frontend"):
+        assert settings.build().deploy(service, "production", "v1.0.0").ok
+    sha = sample.sha("v1.1.0")
+    model = ScriptedModel(where / "model")
+    model.enqueue({"call": {"intent": "deploy_backend_to_prod", "sha": sha[:12]}},
+                  {"call": {"intent": "done_for_now", "message": "backend deployed"}})
+    params = {"sha": sha, "targets": settings.model_dump(), "model": model.model, "source": "git.push", "actor": "ci"}
+    return settings, model, params
+
+
 @pytest.mark.parametrize("points", KILLS, ids=["+".join(p.rsplit(".", 1)[-1] for p in k) for k in KILLS])
 def test_a_killed_worker_is_recovered_by_prefect_and_each_approved_deploy_runs_once(
     served: Served, http: httpx.Client, faults: Path, tmp_path: Path, sample: SampleAppManifest,
@@ -83,14 +97,7 @@ def test_a_killed_worker_is_recovered_by_prefect_and_each_approved_deploy_runs_o
     runs: dict[str, tuple[str, TargetSettings, ScriptedModel]] = {}
     with ApprovalsClient() as approvals:
         for point in points:
-            settings = TargetSettings(root=str(tmp_path / point / "envs"), repo=sample.repo)
-            for service in ("backend", "frontend"):  # production runs v1.0.0; v1.1.0's backend stays compatible
-                assert settings.build().deploy(service, "production", "v1.0.0").ok
-            model = ScriptedModel(tmp_path / point / "model")
-            model.enqueue({"call": {"intent": "deploy_backend_to_prod", "sha": sha[:12]}},
-                          {"call": {"intent": "done_for_now", "message": "backend deployed"}})
-            params = {"sha": sha, "targets": settings.model_dump(), "model": model.model, "source": "git.push",
-                      "actor": "ci"}
+            settings, model, params = backend_deploy(tmp_path / point, sample)
             runs[point] = (create_run(http, served.deployment_id, params), settings, model)  # type: ignore[attr-defined]
         for point, (run, _, _) in runs.items():
             next_pause(http, run, timeout=180)
@@ -147,42 +154,36 @@ def test_a_killed_worker_is_recovered_by_prefect_and_each_approved_deploy_runs_o
 def test_a_run_whose_worker_died_before_starting_it_is_recovered(
     served: Served, http: httpx.Client, tmp_path: Path, sample: SampleAppManifest
 ) -> None:
-    """The runner is killed while the run is Pending (taken, its process not started yet: no heartbeat ever). Found by
-    the crash sweep: such a run stayed Pending for good. Prefect's "crash runs that never start" marks it Crashed, it
-    is started again, asks for its approval, and deploys once."""
-    settings = TargetSettings(root=str(tmp_path / "envs"), repo=sample.repo)
-    for service in ("backend", "frontend"):
-        assert settings.build().deploy(service, "production", "v1.0.0").ok
-    sha = sample.sha("v1.1.0")
-    model = ScriptedModel(tmp_path / "model")
-    model.enqueue({"call": {"intent": "deploy_backend_to_prod", "sha": sha[:12]}},
-                  {"call": {"intent": "done_for_now", "message": "backend deployed"}})
-    run = create_run(http, served.deployment_id, {"sha": sha, "targets": settings.model_dump(),  # type: ignore[attr-defined]
-                                                  "model": model.model, "source": "git.push", "actor": "ci"})
+    """The runner is killed while the approved run is Pending again (taken after its resume, its process not started
+    yet). Found by the crash sweep: such a run stayed Pending for good (no heartbeat, and the Pending of its first
+    start had opened, and closed, the only window). Prefect's "crash runs that never start" marks it Crashed, it is
+    started again, reads its approval back (nobody is asked again) and deploys once."""
+    settings, _, params = backend_deploy(tmp_path, sample)
+    run = create_run(http, served.deployment_id, params)  # type: ignore[attr-defined]
+    next_pause(http, run, timeout=180)
+    with ApprovalsClient() as approvals:
+        approvals.approve(run, "alice")
     deadline = time.monotonic() + 120
     while (state := flow_state(http, run))["type"] != "PENDING":
-        assert state["type"] == "SCHEDULED" and time.monotonic() < deadline, state
+        assert state["type"] in ("PAUSED", "SCHEDULED") and time.monotonic() < deadline, state
         time.sleep(0.01)
     served.kill()
     killed = time.monotonic()
     assert flow_state(http, run)["type"] == "PENDING", "the run started before the kill"
     served.start()
     try:
-        next_pause(http, run, timeout=300, passing=frozenset({"CRASHED"}))
+        final = wait_state(http, run, {"COMPLETED"}, timeout=300, passing=frozenset({"CRASHED"}))
         recovered = time.monotonic() - killed
         states = http.get("/flow_run_states/", params={"flow_run_id": run}).json()
         crashed = [s for s in states if s["type"] == "CRASHED"]
         assert len(crashed) == 1 and "Pending for 60 s" in crashed[0]["message"], crashed
         assert "AwaitingRetry" in state_names(http, run)
-        with ApprovalsClient() as approvals:
-            approvals.approve(run, "alice")
-        final = wait_state(http, run, {"COMPLETED"}, timeout=180)
         assert "deployed" in (final["message"] or "")
         local = settings.build()
         assert isinstance(local, LocalTargets)
         keyed = [h for h in local.state("production").history if h.idempotency_key]
         assert [(h.service, h.status) for h in keyed] == [("backend", "succeeded")], keyed
-        print(f"\nkilled while Pending -> asking for approval again {recovered:.1f} s")
+        print(f"\nkilled while Pending -> completed {recovered:.1f} s")
     finally:
         settings.build().stop_all()
 
@@ -208,15 +209,8 @@ def test_a_dead_runs_production_slot_is_released_after_the_server_restarted_too(
                             args=("--no-schedule", "--no-trigger", "--no-notify"))
             deployment = served.start()
             try:
-                settings = TargetSettings(root=str(tmp_path / "envs"), repo=sample.repo)
-                for service in ("backend", "frontend"):
-                    assert settings.build().deploy(service, "production", "v1.0.0").ok
-                sha = sample.sha("v1.1.0")
-                model = ScriptedModel(tmp_path / "model")
-                model.enqueue({"call": {"intent": "deploy_backend_to_prod", "sha": sha[:12]}},
-                              {"call": {"intent": "done_for_now", "message": "backend deployed"}})
-                run = create_run(http, deployment, {"sha": sha, "targets": settings.model_dump(),
-                                                    "model": model.model, "source": "git.push", "actor": "ci"})
+                settings, _, params = backend_deploy(tmp_path, sample)
+                run = create_run(http, deployment, params)
                 next_pause(http, run, timeout=180)
                 arm(faults, "local.deploy.switched")
                 with ApprovalsClient(server.api_url, server.auth_string) as approvals:

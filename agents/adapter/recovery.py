@@ -93,9 +93,11 @@ def ensure_recovery_automations(tag: str = RECOVER_TAG, *, heartbeat_s: int | No
         description=f"A run tagged {tag} that stops heartbeating (every {beat} s) without ending or suspending is "
                     "marked Crashed: its worker died. (agents.adapter.recovery)",
         trigger=EventTrigger(
-            # Running opens the window too: a process that dies before its first heartbeat is caught as well.
+            # Running opens a window too: a process that dies before its first heartbeat is caught as well. An event
+            # in both `after` and `expect` restarts an open window (an `after`-only one would be ignored inside it).
             after={"prefect.flow-run.heartbeat", "prefect.flow-run.Running"},
-            expect={"prefect.flow-run.heartbeat", *(f"prefect.flow-run.{s}" for s in (*_FINAL, *_WAITING))},
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Running",
+                    *(f"prefect.flow-run.{s}" for s in (*_FINAL, *_WAITING))},
             match={"prefect.resource.id": "prefect.flow-run.*"}, match_related=tagged,
             for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
             within=timedelta(seconds=window)),
@@ -110,8 +112,10 @@ def ensure_recovery_automations(tag: str = RECOVER_TAG, *, heartbeat_s: int | No
         description=f"A run tagged {tag} that stays Pending for {START_WINDOW_S} s (its worker took it, then died "
                     "before starting it) is marked Crashed. (agents.adapter.recovery)",
         trigger=EventTrigger(
+            # Pending in `expect` too, so that a run taken again (after a resume) restarts an open window.
             after={"prefect.flow-run.Pending"},
-            expect={"prefect.flow-run.Running", "prefect.flow-run.Scheduled", "prefect.flow-run.Cancelling",
+            expect={"prefect.flow-run.Pending", "prefect.flow-run.Running", "prefect.flow-run.Scheduled",
+                    "prefect.flow-run.Cancelling",
                     "prefect.flow-run.heartbeat", *(f"prefect.flow-run.{s}" for s in (*_FINAL, *_WAITING))},
             match={"prefect.resource.id": "prefect.flow-run.*"}, match_related=tagged,
             for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
