@@ -88,43 +88,36 @@ def ensure_recovery_automations(tag: str = RECOVER_TAG, *, heartbeat_s: int | No
     window = 2 * beat
     tagged = {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{tag}"}
     zombie_name, unstarted_name, retry_name = _names(tag)
-    zombie = AutomationCore(
-        name=zombie_name, enabled=True,
-        description=f"A run tagged {tag} that stops heartbeating (every {beat} s) without ending or suspending is "
-                    "marked Crashed: its worker died. (agents.adapter.recovery)",
-        trigger=EventTrigger(
-            # Running opens a window too: a process that dies before its first heartbeat is caught as well. An event
-            # in both `after` and `expect` restarts an open window (an `after`-only one would be ignored inside it).
-            after={"prefect.flow-run.heartbeat", "prefect.flow-run.Running"},
-            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Running",
-                    *(f"prefect.flow-run.{s}" for s in (*_FINAL, *_WAITING))},
-            match={"prefect.resource.id": "prefect.flow-run.*"}, match_related=tagged,
-            for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
-            within=timedelta(seconds=window)),
-        actions=[ChangeFlowRunState(
-            state=StateType.CRASHED,
-            message=f"no heartbeat for {window} s: the worker running this flow run died (marked Crashed by the "
-                    f"automation {zombie_name!r})")],
-    )
-    # A worker that dies between taking a run (Pending) and starting its process leaves a run that never heartbeats.
-    unstarted = AutomationCore(
-        name=unstarted_name, enabled=True,
-        description=f"A run tagged {tag} that stays Pending for {START_WINDOW_S} s (its worker took it, then died "
-                    "before starting it) is marked Crashed. (agents.adapter.recovery)",
-        trigger=EventTrigger(
-            # Pending in `expect` too, so that a run taken again (after a resume) restarts an open window.
-            after={"prefect.flow-run.Pending"},
-            expect={"prefect.flow-run.Pending", "prefect.flow-run.Running", "prefect.flow-run.Scheduled",
-                    "prefect.flow-run.Cancelling",
-                    "prefect.flow-run.heartbeat", *(f"prefect.flow-run.{s}" for s in (*_FINAL, *_WAITING))},
-            match={"prefect.resource.id": "prefect.flow-run.*"}, match_related=tagged,
-            for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
-            within=timedelta(seconds=START_WINDOW_S)),
-        actions=[ChangeFlowRunState(
-            state=StateType.CRASHED,
-            message=f"Pending for {START_WINDOW_S} s without starting: the worker that took this flow run died "
-                    f"before it started (marked Crashed by the automation {unstarted_name!r})")],
-    )
+    def crash_when_silent(name: str, what: str, opens: set[str], closes: set[str], seconds: int,
+                          message: str) -> Any:
+        """Proactive: after an `opens` event, no `closes` event within `seconds` -> the run is set Crashed. An
+        event in both sets restarts an open window (an `opens`-only one would be ignored inside it)."""
+        return AutomationCore(
+            name=name, enabled=True, description=f"A run tagged {tag} that {what} is marked Crashed. "
+                                                 "(agents.adapter.recovery)",
+            trigger=EventTrigger(
+                after={f"prefect.flow-run.{e}" for e in opens},
+                expect={f"prefect.flow-run.{e}" for e in (*closes, *_FINAL, *_WAITING)},
+                match={"prefect.resource.id": "prefect.flow-run.*"}, match_related=tagged,
+                for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
+                within=timedelta(seconds=seconds)),
+            actions=[ChangeFlowRunState(state=StateType.CRASHED,
+                                        message=f"{message} (marked Crashed by the automation {name!r})")],
+        )
+
+    # Running opens a window too: a process that dies before its first heartbeat is caught as well.
+    zombie = crash_when_silent(
+        zombie_name, f"stops heartbeating (every {beat} s) without ending or suspending",
+        opens={"heartbeat", "Running"}, closes={"heartbeat", "Running"}, seconds=window,
+        message=f"no heartbeat for {window} s: the worker running this flow run died")
+    # A worker that dies between taking a run (Pending) and starting its process leaves a run that never heartbeats;
+    # Pending closes too, so that a run taken again (after a resume) restarts an open window.
+    unstarted = crash_when_silent(
+        unstarted_name, f"stays Pending for {START_WINDOW_S} s (its worker took it, then died before starting it)",
+        opens={"Pending"}, closes={"Pending", "Running", "Scheduled", "Cancelling", "heartbeat"},
+        seconds=START_WINDOW_S,
+        message=f"Pending for {START_WINDOW_S} s without starting: the worker that took this flow run died before "
+                "it started")
     retry = AutomationCore(
         name=retry_name, enabled=True,
         description=f"A Crashed run tagged {tag} is started again, at most {n} times (run count 1..{n + 1}); one "

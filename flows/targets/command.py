@@ -25,7 +25,7 @@ from flows.targets.base import (
 from flows.targets.config import CommandSpec, CommandTargetsConfig, EnvironmentCommands, load_command_config
 from flows.targets.environment import child_env
 from flows.targets.errors import ReleaseNotFoundError, TargetConfigError, UnknownRevisionError
-from flows.targets.history import find_entry, previous_release, replay_result, resume
+from flows.targets.history import find_entry, open_entry, previous_release, replay_result
 from flows.targets.releases import resolve_ref
 from flows.targets.shell import CommandResult, run_command
 from flows.targets.state import StateStore, TargetStateFile
@@ -129,12 +129,8 @@ class CommandTargets:
         rec = st.record(env, service)
         values = {"service": service, "env": env, "sha": sha}
         health_spec = self.config.environments[env].services[service].health  # type: ignore[index]
-        if entry is None:
-            entry = HistoryEntry(env=env, service=service, action=action, sha=sha, previous_sha=rec.sha,
-                                 status="started", started_at=utcnow(), idempotency_key=key, requested=requested)
-            st.history.append(entry)
-        else:
-            resume(entry)
+        entry = open_entry(st.history, entry, env=env, service=service, action=action, sha=sha, previous_sha=rec.sha,
+                           key=key, requested=requested)
         base = dict(target=self.kind, env=env, service=service, action=action, sha=sha,
                     previous_sha=entry.previous_sha, idempotency_key=key)
         if rec.sha == sha and rec.status == "running" and entry.attempts == 1:

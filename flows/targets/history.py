@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from flows.targets.base import DeployResult, HistoryEntry
+from flows.targets.base import DeployResult, HistoryEntry, utcnow
 from flows.targets.errors import IdempotencyConflictError
 
-__all__ = ["find_entry", "previous_release", "replay_result", "resume"]
+__all__ = ["find_entry", "open_entry", "previous_release", "replay_result", "resume"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,17 @@ def resume(entry: HistoryEntry) -> HistoryEntry:
     entry.attempts += 1
     logger.warning("resuming %s of %s %s to %s (idempotency key %s), interrupted after phase %r", entry.action,
                    entry.service, entry.sha[:12], entry.env, entry.idempotency_key, entry.phase)
+    return entry
+
+
+def open_entry(history: list[HistoryEntry], entry: HistoryEntry | None, *, env: str, service: str, action: str,
+               sha: str, previous_sha: str | None, key: str | None, requested: str | None) -> HistoryEntry:
+    """The history entry a call runs in: `entry` (found by `find_entry`, interrupted) resumed, or a new one appended."""
+    if entry is not None:
+        return resume(entry)
+    entry = HistoryEntry(env=env, service=service, action=action, sha=sha, previous_sha=previous_sha,
+                         status="started", started_at=utcnow(), idempotency_key=key, requested=requested)
+    history.append(entry)
     return entry
 
 

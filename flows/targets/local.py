@@ -23,7 +23,7 @@ from flows.targets.base import (
 from flows.targets.e2e import run_http_e2e
 from flows.targets.environment import child_env
 from flows.targets.errors import ReleaseNotFoundError, TargetConfigError, TargetError
-from flows.targets.history import find_entry, previous_release, replay_result, resume
+from flows.targets.history import find_entry, open_entry, previous_release, replay_result
 from flows.targets.httpget import http_get
 from flows.targets.processes import find_free_ports, is_alive, log_tail, start_process, stop_process, wait_for_health
 from flows.targets.procscan import Found, describe, listener_pid, processes_with
@@ -124,12 +124,8 @@ class LocalTargets:
         start = time.monotonic()
         rec = st.record(env, service)
         url, port, service_dir = self.url(env, service), self._ports[env][service], self.service_dir(env, service)
-        if entry is None:
-            entry = HistoryEntry(env=env, service=service, action=action, sha=sha, previous_sha=rec.sha,
-                                 status="started", started_at=utcnow(), idempotency_key=key, requested=requested)
-            st.history.append(entry)
-        else:
-            resume(entry)
+        entry = open_entry(st.history, entry, env=env, service=service, action=action, sha=sha, previous_sha=rec.sha,
+                           key=key, requested=requested)
         base = dict(target=self.kind, env=env, service=service, action=action, sha=sha,
                     previous_sha=entry.previous_sha, url=url, idempotency_key=key)
         ours = self._ours(env, service)
