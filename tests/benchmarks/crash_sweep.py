@@ -5,15 +5,15 @@ pipeline in its own process group, and the scripted model (the only stand-in). P
 v1.0.0 (backend and frontend, local targets in the trial's own directory); the agent proposes deploying v1.1.0's
 backend, then says it is done.
 
-A round starts `--per-round` runs, approves each, then SIGKILLs the runner's process group at a random moment within
-`--spread` seconds after the first approval (so each run is somewhere between resuming, waiting for the production
+A round starts `--per-round` runs, approves each, then SIGKILLs the runner's process group at a random moment `--kill-between`
+seconds after the first approval (so each run is somewhere between resuming, waiting for the production
 slot, deploying and finishing) and at once starts a new runner, as a supervisor would. Nothing else is done: no
 state is changed through the API. Per trial it prints: when the kill came (seconds after that run's approval), the
 run's state and the deploy's phase at the kill, the recovery time (kill -> the run Running again, from Prefect's
 state history), the time to its final state, the deploy's executions per approved call (history entries for the
 call's idempotency key, and the attempts that touched the entry), orphan service processes, and the final state.
 
-Run: .venv/bin/python tests/benchmarks/crash_sweep.py [--rounds 5] [--per-round 4] [--spread 8] [--seed 11]
+Run: .venv/bin/python tests/benchmarks/crash_sweep.py [--rounds 5] [--per-round 4] [--kill-between 3 14] [--seed 11]
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--per-round", type=int, default=4)
-    parser.add_argument("--spread", type=float, default=8.0, help="kill within this many seconds of the approvals")
+    parser.add_argument("--kill-between", type=float, nargs=2, default=(3.0, 14.0), metavar=("FROM", "TO"),
+                        help="kill at a uniformly random moment this many seconds after the first approval (default: "
+                             "3 14, from the resumed runs' start to the last one's end on this machine)")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--timeout", type=float, default=420.0, help="per round, kill -> every run final")
     args = parser.parse_args()
@@ -113,11 +115,11 @@ def sweep_round(round_no: int, args: argparse.Namespace, rng: random.Random, htt
     with ApprovalsClient() as approvals:
         for t in trials:
             next_pause(http, t["run"], timeout=240)
-        for t in trials:  # approve all, then kill at a random moment within the spread
+        for t in trials:  # approve all, then kill at a random moment in --kill-between
             approvals.approve(t["run"], "sweep")
             t["approved"] = time.time()
     first = min(t["approved"] for t in trials)
-    time.sleep(max(0.0, first + rng.uniform(0, args.spread) - time.time()))
+    time.sleep(max(0.0, first + rng.uniform(*args.kill_between) - time.time()))
     at_kill = {t["run"]: http.get(f"/flow_runs/{t['run']}").json()["state_name"] for t in trials}
     phases = {t["run"]: phase_of(t["settings"].build()) for t in trials}
     served.kill()
