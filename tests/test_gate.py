@@ -201,6 +201,12 @@ def test_killed_worker_is_recovered_by_prefect_and_never_runs_an_approved_call_t
     result is recorded), then ONE SIGKILL of the serving process group, as a dying worker. The test then only
     restarts the runner (what a supervisor does) and changes no state: Prefect's automations mark each run Crashed
     when its heartbeats stop and start it again; each completes and the effect exists exactly once."""
+    # The deploy tools hold the one `production-changes` slot while they execute (a tag concurrency limit, created by
+    # the pipeline), so two runs frozen inside a call would wait on each other; without the limit, both can freeze
+    # at once. Serialization and recovery with the limit in place: tests/test_recovery.py.
+    from agents.deploybot import PRODUCTION_LIMIT
+
+    http.delete(f"/concurrency_limits/tag/{PRODUCTION_LIMIT}")
     runs: dict[str, tuple[str, Path, ScriptedModel]] = {}
     for point in POINTS:
         effects, scripted = tmp_path / f"effects-{point}", ScriptedModel(tmp_path / f"model-{point}")
