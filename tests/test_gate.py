@@ -255,6 +255,9 @@ def test_a_run_past_its_last_allowed_recovery_ends_failed_with_what_it_executed(
     from agents.adapter.recovery import EXHAUSTED_EVENT, ensure_recovery_automations
     from agents.cli import main
 
+    from agents.deploybot import PRODUCTION_LIMIT
+
+    http.delete(f"/concurrency_limits/tag/{PRODUCTION_LIMIT}")  # as in the test above: no slot to wait for
     tag = "gate-exhaustion-test"
     automations = ensure_recovery_automations(tag, recoveries=0)
     env = {k: v for k, v in os.environ.items() if k != "AGENT_MODEL"}
