@@ -199,7 +199,7 @@ def test_killed_worker_is_recovered_by_prefect_and_never_runs_an_approved_call_t
 ) -> None:
     """Three runs frozen at three points (right after the approval, mid-execution, after the effect but before the
     result is recorded), then ONE SIGKILL of the serving process group, as a dying worker. The test then only
-    restarts the runner (what a supervisor does) and changes no state: Prefect's automations mark each run Crashed
+    restarts the runner (what a supervisor does) and changes no state: Prefect's automation notices each run
     when its heartbeats stop and start it again; each completes and the effect exists exactly once."""
     # The deploy tools hold the one `production-changes` slot while they execute (a tag concurrency limit, created by
     # the pipeline), so two runs frozen inside a call would wait on each other; without the limit, both can freeze
@@ -232,7 +232,7 @@ def test_killed_worker_is_recovered_by_prefect_and_never_runs_an_approved_call_t
     for point, (run, effects, scripted) in runs.items():
         final = wait_state(http, run, {"COMPLETED"}, timeout=240, passing=frozenset({"CRASHED"}))
         history = crashed_then_retried(http, run)
-        assert "Crashed" in history and "AwaitingRetry" in history, history  # Prefect's automations did it
+        assert "AwaitingRetry" in history, history  # Prefect's automation started it again
         assert http.get(f"/flow_runs/{run}").json()["run_count"] == 2
         assert len(lines(effects / "backend.log")) == 1, point
         assert len(scripted.requests()) == 2  # BACKEND and DONE, none repeated by the new attempt
@@ -284,8 +284,7 @@ def test_a_run_past_its_last_allowed_recovery_ends_failed_with_what_it_executed(
                                   "time. What it executed before: execute deploy_backend_to_prod"), message
         assert "execute deploy_backend_to_prod" in message and ": Crashed" in message, message
         assert "check the targets before you run it again" in message
-        assert [n for n in crashed_then_retried(http, run) if n in ("Crashed", "AwaitingRetry")] == \
-            ["Crashed", "AwaitingRetry"]
+        assert crashed_then_retried(http, run).count("AwaitingRetry") == 1
         assert http.get(f"/flow_runs/{run}").json()["run_count"] == 2
         assert lines(effects / "backend.log") == [] and len(scripted.requests()) == 1  # nothing ran again
         body = {"filter": {"event": {"name": [EXHAUSTED_EVENT]}, "resource": {"id": [f"prefect.flow-run.{run}"]}}}

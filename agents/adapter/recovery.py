@@ -3,14 +3,15 @@
 A worker that dies (SIGKILL, OOM, a lost machine) leaves its flow run `Running` for good: nothing in Prefect marks
 it by default. So, for the runs of deployments tagged `microagents-recover`:
 1. every run heartbeats (`PREFECT_FLOWS_HEARTBEAT_FREQUENCY`, 30 s: the shortest Prefect allows);
-2. automation "crash runs without heartbeats" (proactive): no heartbeat, final state or suspension within twice that
-   after a heartbeat (or the Running state) -> the run is marked Crashed (a suspended run legitimately stops heartbeating); automation
-   "crash runs that never start": Pending for 60 s without Running (the worker died between taking the run and
-   starting its process) -> Crashed;
-3. automation "retry crashed runs" (reactive): a Crashed run whose `prefect.run-count` (attempts so far; a resume
-   from a suspension does not count) is at most N+1 is set to Scheduled/AwaitingRetry, and a runner or worker starts
-   it again: the flow re-runs from the top, every finished step comes back from its persisted result, earlier
-   approvals are read back, and an interrupted tool call reconciles (the execution ledger);
+2. automation "restart runs without heartbeats" (proactive): no heartbeat, final state or suspension within twice
+   that after a heartbeat (or the Running state) -> the run is set Scheduled/AwaitingRetry with a message saying its
+   worker died; "restart runs that never start": Pending for 60 s without Running (the worker died between taking
+   the run and starting its process) -> the same. Straight to AwaitingRetry: a Crashed state and a reactive retry on
+   its event hung on Prefect's event ordering in full test runs (retried only 15 minutes later);
+3. automation "retry crashed runs" (reactive): a run Crashed some other way (a runner that saw its process die)
+   whose `prefect.run-count` is at most N+1 is set to Scheduled/AwaitingRetry. A runner or worker starts it again:
+   the flow re-runs from the top, every finished step comes back from its persisted result, earlier approvals are
+   read back, and an interrupted tool call reconciles (the execution ledger);
 4. an attempt beyond N+1 (N failed recoveries) runs nothing: `begin_attempt()` returns why, with what the run had
    executed, the flow ends Failed with it, and the event `microagents.recovery.exhausted` tells approvers.
 Each new attempt first marks the task runs its dead predecessor left Running as Crashed: the server then releases
@@ -72,7 +73,7 @@ def enable_heartbeats() -> int:
 
 
 def _names(tag: str) -> tuple[str, str, str]:
-    return (f"{tag}: crash runs without heartbeats", f"{tag}: crash runs that never start",
+    return (f"{tag}: restart runs without heartbeats", f"{tag}: restart runs that never start",
             f"{tag}: retry crashed runs")
 
 
@@ -90,10 +91,10 @@ def ensure_recovery_automations(tag: str = RECOVER_TAG, *, heartbeat_s: int | No
     zombie_name, unstarted_name, retry_name = _names(tag)
     def crash_when_silent(name: str, what: str, opens: set[str], closes: set[str], seconds: int,
                           message: str) -> Any:
-        """Proactive: after an `opens` event, no `closes` event within `seconds` -> the run is set Crashed. An
+        """Proactive: after an `opens` event, no `closes` event within `seconds` -> the run is started again. An
         event in both sets restarts an open window (an `opens`-only one would be ignored inside it)."""
         return AutomationCore(
-            name=name, enabled=True, description=f"A run tagged {tag} that {what} is marked Crashed. "
+            name=name, enabled=True, description=f"A run tagged {tag} that {what} is started again. "
                                                  "(agents.adapter.recovery)",
             trigger=EventTrigger(
                 after={f"prefect.flow-run.{e}" for e in opens},
@@ -101,8 +102,10 @@ def ensure_recovery_automations(tag: str = RECOVER_TAG, *, heartbeat_s: int | No
                 match={"prefect.resource.id": "prefect.flow-run.*"}, match_related=tagged,
                 for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
                 within=timedelta(seconds=seconds)),
-            actions=[ChangeFlowRunState(state=StateType.CRASHED,
-                                        message=f"{message} (marked Crashed by the automation {name!r})")],
+            # Straight to AwaitingRetry, not Crashed and then a second automation: that hop hangs on Prefect's event
+            # ordering, and in full test runs some Crashed runs were retried only 15 minutes later.
+            actions=[ChangeFlowRunState(state=StateType.SCHEDULED, name="AwaitingRetry",
+                                        message=f"{message}: starting it again (automation {name!r})")],
         )
 
     # Running opens a window too: a process that dies before its first heartbeat is caught as well.
@@ -127,7 +130,9 @@ def ensure_recovery_automations(tag: str = RECOVER_TAG, *, heartbeat_s: int | No
             match={"prefect.resource.id": "prefect.flow-run.*",
                    # 0: it never started (nothing ran; safe to start), 1..N+1: it ran that many attempts
                    "prefect.run-count": [str(i) for i in range(0, n + 2)]},
-            match_related=tagged, posture=Posture.Reactive, threshold=1),
+            # One bucket per run: with one shared bucket, runs that crash at the same moment interfere (seen in full
+            # test runs: of runs crashed together, some were never retried).
+            match_related=tagged, for_each={"prefect.resource.id"}, posture=Posture.Reactive, threshold=1),
         actions=[ChangeFlowRunState(
             state=StateType.SCHEDULED, name="AwaitingRetry",
             message=f"crashed: starting it again (automation {retry_name!r}); finished steps are not repeated")],

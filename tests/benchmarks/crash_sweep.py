@@ -135,7 +135,7 @@ def sweep_round(round_no: int, args: argparse.Namespace, rng: random.Random, htt
             time.sleep(0.5)
         history = states(http, t["run"])
         after = [s for s in history if _at(s["timestamp"]) >= killed]
-        crashed = next((s for s in after if s["type"] == "CRASHED"), None)
+        crashed = next((s for s in after if s["type"] == "CRASHED" or s["name"] == "AwaitingRetry"), None)
         rerun = next((s for s in after if crashed and s["type"] == "RUNNING"
                       and _at(s["timestamp"]) > _at(crashed["timestamp"])), None)
         local = t["settings"].build()
@@ -168,7 +168,7 @@ def line(t: dict[str, Any]) -> str:
         return f"{v:6.1f}" if v is not None else "     -"
 
     return (f"trial {t['trial']:>5}: kill {t['kill_after_approval_s']:5.1f} s after approval, at kill "
-            f"{t['state_at_kill']:<13} deploy {t['phase_at_kill']:<11} | Crashed {s(t['detected_s'])} s, running "
+            f"{t['state_at_kill']:<13} deploy {t['phase_at_kill']:<11} | detected {s(t['detected_s'])} s, running "
             f"again {s(t['recovered_s'])} s, final {s(t['final_s'])} s: {t['final']:<20} | executions per call "
             f"{t['entries_per_key']} (attempts {t['attempts']}), orphans {t['orphans']}, listener is recorded pid "
             f"{t['listener_is_recorded']}, model calls {t['model_requests']}")
