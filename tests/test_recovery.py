@@ -88,6 +88,14 @@ def backend_deploy(where: Path, sample: SampleAppManifest) -> tuple[TargetSettin
     return settings, model, params
 
 
+def one_backend_deploy(settings: TargetSettings) -> None:
+    """The production history holds exactly one approved (keyed) call: the backend deploy, succeeded."""
+    local = settings.build()
+    assert isinstance(local, LocalTargets)
+    keyed = [h for h in local.state("production").history if h.idempotency_key]
+    assert [(h.service, h.status) for h in keyed] == [("backend", "succeeded")], keyed
+
+
 @pytest.mark.parametrize("points", KILLS, ids=["+".join(p.rsplit(".", 1)[-1] for p in k) for k in KILLS])
 def test_a_killed_worker_is_recovered_by_prefect_and_each_approved_deploy_runs_once(
     served: Served, http: httpx.Client, faults: Path, tmp_path: Path, sample: SampleAppManifest,
@@ -178,10 +186,7 @@ def test_a_run_whose_worker_died_before_starting_it_is_recovered(
         restarted = [s for s in states if s["name"] == "AwaitingRetry"]
         assert len(restarted) == 1 and "Pending for 60 s" in restarted[0]["message"], restarted
         assert "deployed" in (final["message"] or "")
-        local = settings.build()
-        assert isinstance(local, LocalTargets)
-        keyed = [h for h in local.state("production").history if h.idempotency_key]
-        assert [(h.service, h.status) for h in keyed] == [("backend", "succeeded")], keyed
+        one_backend_deploy(settings)
         print(f"\nkilled while Pending -> completed {recovered:.1f} s")
     finally:
         settings.build().stop_all()
@@ -230,10 +235,7 @@ def test_a_dead_runs_production_slot_is_released_after_the_server_restarted_too(
                 assert "deployed" in (final["message"] or "") and production_slots(http) == 0
                 names = state_names(http, run)
                 assert "AwaitingRetry" in names, names  # Prefect's automation started it again
-                local = settings.build()
-                assert isinstance(local, LocalTargets)
-                keyed = [h for h in local.state("production").history if h.idempotency_key]
-                assert [(h.service, h.status) for h in keyed] == [("backend", "succeeded")], keyed
+                one_backend_deploy(settings)
                 print(f"\nworker and server killed -> run completed {took:.1f} s")
             finally:
                 served.stop()
