@@ -248,8 +248,8 @@ def test_reject_then_approve_in_the_prefect_ui(request: pytest.FixtureRequest, t
     with shots.step(page, "thread artifact"):
         artifact = ui.open_artifact(key, latest["id"])
         artifact.heading("deploy agent: done").wait_for()
-        decisions = artifact.rows("decision")
-        receipts = artifact.rows("receipt")
+        decisions = artifact.rows("decision", 3)
+        receipts = artifact.rows("receipt", 2)
     assert len(decisions) == 3, decisions
     assert "rejected by alice" in decisions[0] and "deploy the backend first" in decisions[0], decisions
     assert all("approved by bob" in d for d in decisions[1:]), decisions

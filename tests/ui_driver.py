@@ -299,11 +299,20 @@ class ArtifactPage:
         heading.first.wait_for()
         return heading.first
 
-    def rows(self, kind: str) -> list[str]:
-        """Texts of the rendered table's rows whose cell is exactly `kind` (e.g. "decision")."""
+    def rows(self, kind: str, count: int, timeout_s: float = 30.0) -> list[str]:
+        """Texts of the rendered table's rows whose cell is exactly `kind` (e.g. "decision"), once `count` are shown.
+
+        The UI renders the artifact more than once (the page first, then its fetched content), so a row seen once may
+        be gone at the next read: re-read until `count` rows are there, and return what was last read after
+        `timeout_s` so the caller's assertion shows it.
+        """
         rows = self.page.get_by_role("row").filter(has=self.page.get_by_role("cell", name=kind, exact=True))
-        rows.first.wait_for()
-        return [" ".join(t.split()) for t in rows.all_inner_texts()]
+        deadline = time.monotonic() + timeout_s
+        while True:
+            texts = [" ".join(t.split()) for t in rows.all_inner_texts()]
+            if len(texts) == count or time.monotonic() > deadline:
+                return texts
+            self.page.wait_for_timeout(250)
 
 
 class ClassicResumeDialog:
