@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from agents.commits import is_sha, same_commit
-from agents.thread import ContextEvent, ProposalEvent, ResultEvent, TriggerEvent
-from agents.tools import Agent, Tool, rejected_call
+from agents import PROMPTS_DIR
+from prefect_micro_agents.commits import is_sha, same_commit
+from prefect_micro_agents.thread import ContextEvent, ProposalEvent, ResultEvent, TriggerEvent
+from prefect_micro_agents.tools import Agent, Tool, rejected_call
 
 if TYPE_CHECKING:
-    from agents.thread import Thread
+    from prefect_micro_agents.thread import Thread
 
 __all__ = [
     "DEPLOY_AGENT",
@@ -128,5 +129,6 @@ DEPLOY_AGENT = Agent(
     name="deploy",
     tools=(DeployBackendToProd, DeployFrontendToProd, RequestMoreInformation, DoneForNow),
     prompt="deploy_agent.j2",
+    prompts_dir=PROMPTS_DIR,
     max_steps=10,
 )

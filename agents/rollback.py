@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from agents.deploybot import PRODUCTION_LIMIT
-from agents.thread import ContextEvent, ResultEvent
-from agents.tools import Agent, Tool
+from agents import PROMPTS_DIR
+from prefect_micro_agents.thread import ContextEvent, ResultEvent
+from prefect_micro_agents.tools import Agent, Tool
 
 if TYPE_CHECKING:
-    from agents.thread import Thread
+    from prefect_micro_agents.thread import Thread
 
 __all__ = ["RELEASES_CONTEXT", "ROLLBACK_AGENT", "DoneForNow", "Escalate", "RollbackBackend", "RollbackFrontend",
            "can_roll_back"]
@@ -86,5 +87,6 @@ ROLLBACK_AGENT = Agent(
     name="rollback",
     tools=(RollbackBackend, RollbackFrontend, Escalate, DoneForNow),
     prompt="rollback_agent.j2",
+    prompts_dir=PROMPTS_DIR,
     max_steps=6,
 )

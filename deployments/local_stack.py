@@ -30,9 +30,9 @@ import httpx
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))  # run by path from anywhere: the project's packages come first
 
-from agents.adapter.approvals import ApprovalsClient  # noqa: E402
-from agents.adapter.links import V2_HOW_TO, run_page  # noqa: E402
-from agents.adapter.local_server import LocalPrefectServer  # noqa: E402
+from prefect_micro_agents.adapter.approvals import ApprovalsClient  # noqa: E402
+from prefect_micro_agents.adapter.links import V2_HOW_TO, run_page  # noqa: E402
+from prefect_micro_agents.adapter.local_server import LocalPrefectServer  # noqa: E402
 
 DEPLOYMENT = "deploy-pipeline/local"
 TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
@@ -50,7 +50,7 @@ def cli(api_url: str) -> str:
     """The `microagents` command as a user can paste it anywhere: this Python's script by absolute path (it is not
     on PATH unless the venv is activated) and the server's address on the same line."""
     script = Path(sys.executable).absolute().parent / "microagents"
-    command = shlex.quote(str(script)) if script.exists() else f"{shlex.quote(sys.executable)} -m agents.cli"
+    command = shlex.quote(str(script)) if script.exists() else f"{shlex.quote(sys.executable)} -m prefect_micro_agents.cli"
     return f"PREFECT_API_URL={api_url} {command}"
 
 
@@ -99,7 +99,7 @@ class LocalStack:
         self.targets = TargetSettings().build()
         if not os.environ.get("AGENT_MODEL"):
             say("starting the offline model (Gemma 3 270M on llama.cpp; set AGENT_MODEL to use a real one) ...")
-            from agents import local_model
+            from prefect_micro_agents import local_model
 
             self.env[local_model.URL_ENV] = local_model.endpoint()
             self.model_started = True
@@ -116,7 +116,7 @@ class LocalStack:
 
     def _restart_runner(self) -> None:
         """The runner died (killed, OOM): start another and keep everything else up, deployed services included.
-        Prefect recovers the runs it was executing by itself (agents.adapter.recovery): no heartbeat for 60 s ->
+        Prefect recovers the runs it was executing by itself (prefect_micro_agents.adapter.recovery): no heartbeat for 60 s ->
         Crashed -> scheduled again -> this new runner picks them up. A runner that keeps dying at start is not
         restarted forever."""
         assert self.runner is not None
@@ -224,7 +224,7 @@ Press Ctrl-C to stop everything.
             if stopped:
                 say(f"stopped {len(stopped)} staging/production service process(es)")
         if self.model_started:
-            from agents import local_model
+            from prefect_micro_agents import local_model
 
             local_model.shutdown()
         if self.server.running:

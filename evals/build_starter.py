@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agents.evals.suite import Case, Expect, Suite, save_suite
+from prefect_micro_agents.evals.suite import Case, Expect, Suite, save_suite
 from starter_threads import MID, NEW, OLD, OTHER, Story, deploy, expect, never, release, rollback
 
 
@@ -172,5 +172,6 @@ def cases() -> list[Case]:
 if __name__ == "__main__":
     out = Path(__file__).with_name("starter.json")
     save_suite(Suite(description="Starter suite for the deploy and rollback agents (evals/build_starter.py).",
+                     agents={"deploy": "agents.deploybot:DEPLOY_AGENT", "rollback": "agents.rollback:ROLLBACK_AGENT"},
                      cases=tuple(cases())), out)
     print(f"wrote {len(cases())} cases to {out}")

@@ -10,12 +10,12 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
-from agents.evals.suite import ArgCheck, CallPattern, Expect
-from agents.thread import (
+from prefect_micro_agents.evals.suite import ArgCheck, CallPattern, Expect
+from prefect_micro_agents.thread import (
     AnswerEvent, ContextEvent, DecisionEvent, ErrorEvent, Event, ProposalEvent, ReceiptEvent, ResultEvent, Thread,
     TriggerEvent,
 )
-from agents.tools import args_digest
+from prefect_micro_agents.tools import args_digest
 
 NEW = "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c"  # v1.4.0, what this deploy ships
 OLD = "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"  # v1.3.0, production before the deploy

@@ -24,13 +24,13 @@ from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
-from agents.adapter import failed, run_agent, run_scoped_key
-from agents.adapter.logredact import install_log_redaction
-from agents.adapter.recovery import begin_attempt
+from prefect_micro_agents.adapter import failed, run_agent, run_scoped_key
+from prefect_micro_agents.adapter.logredact import install_log_redaction
+from prefect_micro_agents.adapter.recovery import begin_attempt
 from agents.deploybot import DEPLOY_AGENT
-from agents.llm import preflight
+from prefect_micro_agents.llm import preflight
 from agents.rollback import ROLLBACK_AGENT
-from agents.secrets import redact, redact_data, redacted
+from prefect_micro_agents.secrets import redact, redact_data, redacted
 from flows import outcomes, prefetch, report
 from flows.production import deploy_tools, ensure_limit, rollback_tools
 from flows.targets.base import SERVICES

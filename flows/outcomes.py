@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agents.commits import same_commit
-from agents.thread import DecisionEvent, DoneEvent, ErrorEvent, EscalationEvent, ProposalEvent, ResultEvent, Thread
+from prefect_micro_agents.commits import same_commit
+from prefect_micro_agents.thread import DecisionEvent, DoneEvent, ErrorEvent, EscalationEvent, ProposalEvent, ResultEvent, Thread
 from flows.targets.base import SERVICES
 
 __all__ = [

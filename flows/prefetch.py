@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.thread import (
+from prefect_micro_agents.thread import (
     ContextEvent,
     DecisionEvent,
     DoneEvent,
@@ -18,7 +18,7 @@ from agents.thread import (
     Thread,
     TriggerEvent,
 )
-from agents.reducer import valid_approval
+from prefect_micro_agents.reducer import valid_approval
 from flows import outcomes
 from flows.targets.base import SERVICES
 

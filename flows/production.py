@@ -9,7 +9,7 @@ Serialisation: the deploy and rollback tools declare `concurrency_tags = ("produ
 task holds a slot of Prefect's tag concurrency limit `production-changes` (limit 1, created if missing) while it runs,
 and only then: never a run that waits for a human. A second run reaching its own approved change waits for the slot
 (its execute task stays Pending); it does not fail. The server frees the slot when the task run ends, and when a new
-attempt of a crashed run marks its dead predecessor's task run Crashed (agents/adapter/recovery.py).
+attempt of a crashed run marks its dead predecessor's task run Crashed (prefect_micro_agents/adapter/recovery.py).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import logging
 from typing import Any
 
 from agents.deploybot import PRODUCTION_LIMIT
-from agents.execution import ToolContext, ToolImpl
-from agents.tools import Tool
+from prefect_micro_agents.execution import ToolContext, ToolImpl
+from prefect_micro_agents.tools import Tool
 from flows.targets.base import DeployResult
 from flows.targets.errors import TargetError
 from flows.targets.settings import TargetSettings

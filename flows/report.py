@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from agents.prompts import abbreviate_hex, compact
-from agents.reducer import void_decisions
-from agents.thread import (
+from prefect_micro_agents.prompts import abbreviate_hex, compact
+from prefect_micro_agents.reducer import void_decisions
+from prefect_micro_agents.thread import (
     AnswerEvent,
     DecisionEvent,
     DoneEvent,

@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> None:
                                                              "(default: deployments/prefect.yaml)")
     args = parser.parse_args(argv)
 
-    from agents.adapter.serving import serve_deployments
-    from agents.adapter.recovery import enable_heartbeats
+    from prefect_micro_agents.adapter.serving import serve_deployments
+    from prefect_micro_agents.adapter.recovery import enable_heartbeats
     from flows.triggers import (
         TriggerConfigError,
         ensure_approval_automation,

@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agents.adapter.links import V2_HOW_TO, run_page, ui_base_url
-from agents.adapter.recovery import EXHAUSTED_EVENT, ensure_recovery_automations
+from prefect_micro_agents.adapter.links import V2_HOW_TO, run_page, ui_base_url
+from prefect_micro_agents.adapter.recovery import EXHAUSTED_EVENT, ensure_recovery_automations
 
 __all__ = [
     "AUTOMATION_NAME",
@@ -250,7 +250,7 @@ def ensure_automations(block: str | None = None, webhook_url: str | None = None)
 
 def recovery_summary(automations: list[Any]) -> str:
     """A line for people: what happens when a worker dies."""
-    from agents.adapter.recovery import RECOVER_TAG, heartbeat_seconds, max_recoveries
+    from prefect_micro_agents.adapter.recovery import RECOVER_TAG, heartbeat_seconds, max_recoveries
 
     names = ", ".join(repr(a.name) for a in automations)
     return (f"recovery: runs tagged {RECOVER_TAG} heartbeat every {heartbeat_seconds()} s; without one for "

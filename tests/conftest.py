@@ -1,4 +1,4 @@
-"""Shared fixtures. The LLM is the only thing replaced, at litellm's boundary (agents.scripted)."""
+"""Shared fixtures. The LLM is the only thing replaced, at litellm's boundary (prefect_micro_agents.testing.scripted)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.scripted import ScriptedModel
+from prefect_micro_agents.testing.scripted import ScriptedModel
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -57,7 +57,7 @@ def local_model_url(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
     Tests reach it the way the code does by default: no AGENT_MODEL, no AGENT_LOCAL_MODEL_URL, the shared server.
     """
-    from agents import local_model
+    from prefect_micro_agents import local_model
 
     saved = {k: os.environ.pop(k, None) for k in (local_model.CACHE_ENV, local_model.URL_ENV)}
     os.environ[local_model.CACHE_ENV] = str(tmp_path_factory.mktemp("model-cache"))
@@ -74,7 +74,7 @@ def local_model_url(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     """One real Prefect server (SQLite) for the session, on a free loopback port; its env is the tests' env."""
-    from agents.adapter.local_server import LocalPrefectServer
+    from prefect_micro_agents.adapter.local_server import LocalPrefectServer
 
     home = tmp_path_factory.mktemp("prefect-home")
     with LocalPrefectServer(home, ui=False) as server:
@@ -83,7 +83,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
         os.environ["AGENT_STATE_DIR"] = str(home / "agent-state")
         # What flows.serve creates for a real deployment: Prefect's automations that crash a run whose worker
         # stopped heartbeating and start it again (runs of deployments tagged microagents-recover).
-        from agents.adapter.recovery import ensure_recovery_automations
+        from prefect_micro_agents.adapter.recovery import ensure_recovery_automations
 
         ensure_recovery_automations()
         try:
@@ -116,7 +116,7 @@ def served(prefect_server, http, tmp_path: Path):  # noqa: ANN001, ANN201
 
 @pytest.fixture
 def approvals(prefect_server):  # noqa: ANN001, ANN201
-    from agents.adapter.approvals import ApprovalsClient
+    from prefect_micro_agents.adapter.approvals import ApprovalsClient
 
     with ApprovalsClient(prefect_server.api_url, prefect_server.auth_string) as client:
         yield client

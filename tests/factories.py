@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from agents.deploybot import DEPLOY_AGENT
-from agents.thread import (
+from prefect_micro_agents.thread import (
     ContextEvent,
     DecisionEvent,
     ProposalEvent,
@@ -13,7 +13,7 @@ from agents.thread import (
     Thread,
     TriggerEvent,
 )
-from agents.tools import args_digest
+from prefect_micro_agents.tools import args_digest
 
 OLD = "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"
 NEW = "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c"

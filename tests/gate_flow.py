@@ -15,13 +15,13 @@ from typing import Any
 from prefect import flow, task
 from prefect.runtime import flow_run
 
-from agents.adapter import failed, run_agent, run_scoped_key
-from agents.adapter.recovery import RECOVER_TAG, begin_attempt
-from agents.adapter.serving import serve_deployments
+from prefect_micro_agents.adapter import failed, run_agent, run_scoped_key
+from prefect_micro_agents.adapter.recovery import RECOVER_TAG, begin_attempt
+from prefect_micro_agents.adapter.serving import serve_deployments
 from agents.deploybot import DEPLOY_AGENT
-from agents.execution import ToolContext
-from agents.thread import ContextEvent, Event, Thread, TriggerEvent
-from agents.tools import Tool
+from prefect_micro_agents.execution import ToolContext
+from prefect_micro_agents.thread import ContextEvent, Event, Thread, TriggerEvent
+from prefect_micro_agents.tools import Tool
 
 
 def _append(effects: Path, name: str, line: str) -> None:

@@ -45,7 +45,7 @@ _PROCESSES: list[tuple[str, str, re.Pattern[str]]] = [
     ("slow", "a Prefect worker", re.compile(r"(?:^|[\s/])prefect worker start\b|" + _PY + " -m prefect worker start")),
     ("slow", "a flow runner", re.compile(_PY + r" (?:-m flows\.serve\b|\S*\b(?:serve|gate_flow)\.py\b)")),
     ("slow", "the local stack", re.compile(_PY + r" (?:-m deployments\.local_stack\b|\S*\blocal_stack\.py\b)")),
-    ("slow", "the embedded model", re.compile(_PY + r" -m agents\.local_model\b")),
+    ("slow", "the embedded model", re.compile(_PY + r" -m prefect_micro_agents\.local_model\b")),
     ("ui", "a browser", re.compile(r"\bplaywright\b|chrom", re.I)),
 ]
 

@@ -18,12 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from prefect import flow, task  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
-from agents.adapter import run_agent  # noqa: E402
-from agents.adapter.tasks import execute_call  # noqa: E402
+from prefect_micro_agents.adapter import run_agent  # noqa: E402
+from prefect_micro_agents.adapter.tasks import execute_call  # noqa: E402
 from agents.deploybot import DEPLOY_AGENT  # noqa: E402
-from agents.execution import ToolContext  # noqa: E402
-from agents.thread import ContextEvent, Thread, TriggerEvent  # noqa: E402
-from agents.tools import Tool  # noqa: E402
+from prefect_micro_agents.execution import ToolContext  # noqa: E402
+from prefect_micro_agents.thread import ContextEvent, Thread, TriggerEvent  # noqa: E402
+from prefect_micro_agents.tools import Tool  # noqa: E402
 
 SHA = "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c"
 

@@ -14,7 +14,7 @@ sys.path.insert(0, str(BENCH))
 
 import bench_gate  # noqa: E402
 import executions  # noqa: E402
-from agents.adapter.serving import RUNNER_POLL_ENV  # noqa: E402
+from prefect_micro_agents.adapter.serving import RUNNER_POLL_ENV  # noqa: E402
 
 
 def test_executions_are_counted_per_idempotency_key_so_a_double_run_shows(tmp_path: Path) -> None:
@@ -54,7 +54,7 @@ def test_the_token_baseline_carries_the_same_content_as_our_rendering() -> None:
 
     import bench_core
 
-    from agents.prompts import abbreviate_hex, render_thread
+    from prefect_micro_agents.prompts import abbreviate_hex, render_thread
 
     assert bench_core._json({"a": 1, "b": [1, "x y"]}) == '{"a":1,"b":[1,"x y"]}'
     threads = bench_core.threads()

@@ -27,10 +27,10 @@ from typing import Any
 import httpx
 import pytest
 
-from agents.adapter.approvals import ApprovalsClient
-from agents.adapter.local_server import LocalPrefectServer
-from agents.adapter.store import state_dir
-from agents.scripted import ScriptedModel
+from prefect_micro_agents.adapter.approvals import ApprovalsClient
+from prefect_micro_agents.adapter.local_server import LocalPrefectServer
+from prefect_micro_agents.adapter.store import state_dir
+from prefect_micro_agents.testing.scripted import ScriptedModel
 from flows.sample_app import create_sample_app
 from prefect_harness import Served, create_run, next_pause, wait_state
 from test_redaction_flows import stored_text

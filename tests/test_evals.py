@@ -9,18 +9,18 @@ from typing import Any
 import httpx
 import pytest
 
-from agents.adapter.approvals import ApprovalsClient
-from agents.errors import ConfigurationError
-from agents.evals.answers import golden_call
-from agents.evals.baseline import case_baseline, shown_commits
-from agents.evals.cli import main
-from agents.evals.judge import decision_of, judge
-from agents.evals.results import CaseResult, Report, TryResult, diff, pass_hat, summarize
-from agents.evals.runner import run_cases
-from agents.evals.suite import Expect, Suite, load_suite, save_suite
-from agents.scripted import ScriptedModel
-from agents.thread import ErrorEvent, ProposalEvent
-from agents.tools import args_digest
+from prefect_micro_agents.adapter.approvals import ApprovalsClient
+from prefect_micro_agents.errors import ConfigurationError
+from prefect_micro_agents.evals.answers import golden_call
+from prefect_micro_agents.evals.baseline import case_baseline, shown_commits
+from prefect_micro_agents.evals.cli import main
+from prefect_micro_agents.evals.judge import decision_of, judge
+from prefect_micro_agents.evals.results import CaseResult, Report, TryResult, diff, pass_hat, summarize
+from prefect_micro_agents.evals.runner import run_cases
+from prefect_micro_agents.evals.suite import Expect, Suite, load_suite, save_suite
+from prefect_micro_agents.testing.scripted import ScriptedModel
+from prefect_micro_agents.thread import ErrorEvent, ProposalEvent
+from prefect_micro_agents.tools import args_digest
 from prefect_harness import Served, next_pause, wait_state
 from gate_support import start
 
@@ -250,7 +250,7 @@ def test_export_a_live_runs_decisions_into_cases(
 
 def test_a_yaml_suite_round_trips(tmp_path: Path) -> None:
     suite = load_suite(STARTER)
-    few = Suite(description="two cases", cases=suite.cases[:2])
+    few = Suite(description="two cases", agents=suite.agents, cases=suite.cases[:2])
     save_suite(few, tmp_path / "few.yaml")
     assert load_suite(tmp_path / "few.yaml") == few
     (tmp_path / "bad.yaml").write_text("cases: [\n")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.failpoints import FAILPOINTS_ENV, arm, failpoint
+from prefect_micro_agents.failpoints import FAILPOINTS_ENV, arm, failpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ def test_a_point_is_a_no_op_unless_armed(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_an_armed_point_freezes_one_process_once(tmp_path: Path) -> None:
     arm(tmp_path, "demo.point")
-    code = "from agents.failpoints import failpoint\nfailpoint('demo.point')\nprint('passed the point')\n"
+    code = "from prefect_micro_agents.failpoints import failpoint\nfailpoint('demo.point')\nprint('passed the point')\n"
     env = {**os.environ, FAILPOINTS_ENV: str(tmp_path), "PYTHONPATH": str(ROOT)}
     frozen = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

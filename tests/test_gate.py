@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from agents.adapter.approvals import ApprovalsClient, ResumeRefused
-from agents.adapter.store import ThreadStore
-from agents.scripted import ScriptedModel
+from prefect_micro_agents.adapter.approvals import ApprovalsClient, ResumeRefused
+from prefect_micro_agents.adapter.store import ThreadStore
+from prefect_micro_agents.testing.scripted import ScriptedModel
 from gate_support import BACKEND, DONE, FRONTEND, SHA, call, start
 from prefect_harness import Served, flow_state, lines, next_pause, wait_state
 
@@ -71,7 +71,7 @@ def test_reject_with_feedback_then_approve_runs_each_call_once(
     assert "rejected 1 by alice: deploy the backend first" in prompts[1]
     thread = ThreadStore().load(run, "deploy")
     assert thread is not None
-    decisions = [(e.decision, e.approver) for e in thread.of_type(__import__("agents.thread").thread.DecisionEvent)]
+    decisions = [(e.decision, e.approver) for e in thread.of_type(__import__("prefect_micro_agents.thread").thread.DecisionEvent)]
     assert decisions == [("rejected", "alice"), ("approved", "bob"), ("approved", "bob")]
     receipts = [e for e in thread.events if e.type == "receipt"]
     assert [r.idempotency_key.split(":")[0] for r in receipts] == [run, run]
@@ -252,8 +252,8 @@ def test_a_run_past_its_last_allowed_recovery_ends_failed_with_what_it_executed(
     the run Crashed and starts it once more, and that attempt runs nothing: the run ends Failed with a message that
     says what happened and what executed (a Crashed call: maybe half done), approvers get the
     `microagents.recovery.exhausted` event, and `microagents runs` lists it as given up."""
-    from agents.adapter.recovery import EXHAUSTED_EVENT, ensure_recovery_automations
-    from agents.cli import main
+    from prefect_micro_agents.adapter.recovery import EXHAUSTED_EVENT, ensure_recovery_automations
+    from prefect_micro_agents.cli import main
 
     from agents.deploybot import PRODUCTION_LIMIT
 

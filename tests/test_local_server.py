@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agents.adapter.local_server import LocalPrefectServer, ServerStartError, free_port
+from prefect_micro_agents.adapter.local_server import LocalPrefectServer, ServerStartError, free_port
 
 AUTH = "admin:s3cr:et"  # a colon in the password must survive the user/password split
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agents.adapter.local_server import free_port
+from prefect_micro_agents.adapter.local_server import free_port
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,8 +183,8 @@ def test_the_stack_restarts_a_dead_runner_keeps_services_up_and_the_run_recovers
     group. The stack says so and starts another runner; the staging and production services keep running; Prefect
     notices the run and starts it again on the new runner, which finishes the deploy once; the stack reports
     the run completed. The test changes no state."""
-    from agents.failpoints import FAILPOINTS_ENV, arm
-    from agents.scripted import ScriptedModel
+    from prefect_micro_agents.failpoints import FAILPOINTS_ENV, arm
+    from prefect_micro_agents.testing.scripted import ScriptedModel
     from flows.sample_app import load_manifest
 
     home = tmp_path / "work" / ".local"

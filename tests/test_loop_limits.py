@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 
 from agents.deploybot import DEPLOY_AGENT
-from agents.errors import ConfigurationError
-from agents.llm import LLMReply, build_request, parse_reply
-from agents.reducer import AwaitAnswer, AwaitApproval, apply, next_action
+from prefect_micro_agents.errors import ConfigurationError
+from prefect_micro_agents.llm import LLMReply, build_request, parse_reply
+from prefect_micro_agents.reducer import AwaitAnswer, AwaitApproval, apply, next_action
 from agents.rollback import ROLLBACK_AGENT
-from agents.runner import run_until_blocked
-from agents.scripted import ScriptedModel
-from agents.thread import AnswerEvent, DecisionEvent, ErrorEvent, ProposalEvent, Thread, TriggerEvent, Usage
-from agents.tools import Agent, consecutive_questions, rejected_call
+from prefect_micro_agents.runner import run_until_blocked
+from prefect_micro_agents.testing.scripted import ScriptedModel
+from prefect_micro_agents.thread import AnswerEvent, DecisionEvent, ErrorEvent, ProposalEvent, Thread, TriggerEvent, Usage
+from prefect_micro_agents.tools import Agent, consecutive_questions, rejected_call
 from factories import AT, NEW, OLD, decided, deploy_context, proposal
 
 AGENT = DEPLOY_AGENT

@@ -27,14 +27,14 @@ PY = sys.executable
         ([PY, str(HERE / "gate_flow.py")], ("slow", "a flow runner")),  # prefect_harness.Served
         ([PY, "-m", "flows.serve"], ("slow", "a flow runner")),
         ([PY, "deployments/local_stack.py", "--home", "h"], ("slow", "the local stack")),
-        ([PY, "-m", "agents.local_model", "serve"], ("slow", "the embedded model")),
+        ([PY, "-m", "prefect_micro_agents.local_model", "serve"], ("slow", "the embedded model")),
         (["/x/site-packages/playwright/driver/node", "/x/playwright/driver/package/cli.js", "run-driver"],
          ("ui", "a browser")),
         (["/usr/bin/chromium", "--headless"], ("ui", "a browser")),
         (["git", "-C", "repo", "commit", "-m", "x"], None),
         (["/bin/sh", "-c", "./deploy.sh backend staging abc"], None),
         ([PY, "-c", "import json"], None),
-        ([PY, "-m", "agents.cli", "push", "--sha", "abc"], None),
+        ([PY, "-m", "prefect_micro_agents.cli", "push", "--sha", "abc"], None),
         ([PY, "-m", "flows.sample_app", "create", "dir"], None),
         (["/tmp/x/fake-python", "-m", "prefect", "server", "start"], None),  # test_local_server's stand-ins
         ([PY, "observe.py"], None),

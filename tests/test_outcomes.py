@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from agents.thread import DoneEvent, ErrorEvent, EscalationEvent, ProposalEvent, ResultEvent, Thread
+from prefect_micro_agents.thread import DoneEvent, ErrorEvent, EscalationEvent, ProposalEvent, ResultEvent, Thread
 from factories import NEW, OLD, decided, deploy_context, proposal
 from flows import outcomes, prefetch
 

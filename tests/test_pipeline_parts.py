@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from agents.execution import ToolContext
-from agents.prompts import build_messages
-from agents.reducer import AwaitApproval, Halted, apply, next_action
+from prefect_micro_agents.execution import ToolContext
+from prefect_micro_agents.prompts import build_messages
+from prefect_micro_agents.reducer import AwaitApproval, Halted, apply, next_action
 from agents.rollback import ROLLBACK_AGENT
-from agents.runner import run_until_blocked
-from agents.scripted import ScriptedModel
-from agents.thread import ContextEvent, DecisionEvent, ReceiptEvent, Thread, TriggerEvent
-from agents.tools import Tool
+from prefect_micro_agents.runner import run_until_blocked
+from prefect_micro_agents.testing.scripted import ScriptedModel
+from prefect_micro_agents.thread import ContextEvent, DecisionEvent, ReceiptEvent, Thread, TriggerEvent
+from prefect_micro_agents.tools import Tool
 from factories import NEW, OLD, full_deploy_thread
 from flows import prefetch, report
 from flows.targets import TargetConfigError

@@ -22,9 +22,9 @@ import httpx
 import pytest
 import yaml
 
-from agents.adapter.approvals import ApprovalsClient
-from agents.adapter.local_server import LocalPrefectServer
-from agents.scripted import ScriptedModel
+from prefect_micro_agents.adapter.approvals import ApprovalsClient
+from prefect_micro_agents.adapter.local_server import LocalPrefectServer
+from prefect_micro_agents.testing.scripted import ScriptedModel
 from flows.sample_app import SampleAppManifest, create_sample_app
 from flows.targets.processes import is_alive
 from flows.targets.settings import TargetSettings
@@ -187,7 +187,7 @@ def test_prefect_deploy_and_a_worker_run_a_pushed_sha_through_approvals(
     try:
         worker.wait_started()
         t0 = time.monotonic()
-        push = subprocess.run([sys.executable, "-m", "agents.cli", "push", "--sha", new, "--pusher", "ci"],
+        push = subprocess.run([sys.executable, "-m", "prefect_micro_agents.cli", "push", "--sha", new, "--pusher", "ci"],
                               cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=60, check=False)
         assert push.returncode == 0, push.stderr
         deadline = time.monotonic() + 30

@@ -8,8 +8,9 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from agents.errors import ConfigurationError
-from agents.prompts import build_messages, compact, render
+from agents import PROMPTS_DIR
+from prefect_micro_agents.errors import ConfigurationError
+from prefect_micro_agents.prompts import build_messages, compact, render
 from factories import AGENT, full_deploy_thread
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -65,7 +66,7 @@ def test_rendered_thread_shows_every_decision_and_result() -> None:
 
 def test_missing_variable_is_an_error_not_an_empty_string() -> None:
     with pytest.raises(jinja2.UndefinedError, match="'tools' is undefined"):
-        render("deploy_agent.j2", agent="deploy", description="")
+        render("deploy_agent.j2", prompts_dir=PROMPTS_DIR, agent="deploy", description="")
 
 
 def test_unknown_template_names_the_setting() -> None:
@@ -109,7 +110,7 @@ def test_compact(value: object, expected: str) -> None:
 
 
 def test_long_shas_are_abbreviated_like_git_does() -> None:
-    from agents.prompts import abbreviate_hex
+    from prefect_micro_agents.prompts import abbreviate_hex
 
     sha = "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c"
     assert abbreviate_hex(f"deploy {sha} now") == "deploy 9f8e7d6c5b4a now"

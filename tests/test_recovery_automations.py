@@ -16,11 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agents.adapter.local_server import LocalPrefectServer
+from prefect_micro_agents.adapter.local_server import LocalPrefectServer
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-ENSURE = "from agents.adapter.recovery import ensure_recovery_automations as e; e('recovery-idempotence-test')"
+ENSURE = "from prefect_micro_agents.adapter.recovery import ensure_recovery_automations as e; e('recovery-idempotence-test')"
 
 
 def automations(http: httpx.Client) -> dict[str, tuple[str, str]]:

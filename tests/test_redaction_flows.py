@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from agents.adapter.local_server import LocalPrefectServer
-from agents.adapter.store import ExecutionLedger, ThreadStore
-from agents.scripted import ScriptedModel
+from prefect_micro_agents.adapter.local_server import LocalPrefectServer
+from prefect_micro_agents.adapter.store import ExecutionLedger, ThreadStore
+from prefect_micro_agents.testing.scripted import ScriptedModel
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.errors import ThreadError
-from agents.reducer import (
+from prefect_micro_agents.errors import ThreadError
+from prefect_micro_agents.reducer import (
     AskModel,
     AwaitAnswer,
     AwaitApproval,
@@ -21,7 +21,7 @@ from agents.reducer import (
     model_steps,
     next_action,
 )
-from agents.thread import (
+from prefect_micro_agents.thread import (
     AnswerEvent,
     DecisionEvent,
     DoneEvent,
@@ -32,7 +32,7 @@ from agents.thread import (
     ResultEvent,
     Thread,
 )
-from agents.tools import Agent, Tool
+from prefect_micro_agents.tools import Agent, Tool
 from factories import AGENT, AT, NEW, OLD, decided, deploy_context, full_deploy_thread, proposal
 import purity
 

@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 
 from agents.deploybot import DEPLOY_AGENT
-from agents.errors import ConfigurationError
-from agents.execution import ToolContext
-from agents.prompts import render_thread
-from agents.reducer import AwaitApproval, Halted, apply, next_action
-from agents.runner import run_until_blocked
-from agents.scripted import ScriptedModel
-from agents.thread import DecisionEvent, Event, ReceiptEvent, ResultEvent, Thread
-from agents.tools import Tool
+from prefect_micro_agents.errors import ConfigurationError
+from prefect_micro_agents.execution import ToolContext
+from prefect_micro_agents.prompts import render_thread
+from prefect_micro_agents.reducer import AwaitApproval, Halted, apply, next_action
+from prefect_micro_agents.runner import run_until_blocked
+from prefect_micro_agents.testing.scripted import ScriptedModel
+from prefect_micro_agents.thread import DecisionEvent, Event, ReceiptEvent, ResultEvent, Thread
+from prefect_micro_agents.tools import Tool
 from factories import NEW, deploy_context
 
 
@@ -150,7 +150,7 @@ def test_canary_secret_never_reaches_prompt_or_thread(scripted: ScriptedModel, m
 
 def test_the_callers_initial_thread_is_redacted_too(scripted: ScriptedModel, monkeypatch: pytest.MonkeyPatch) -> None:
     """Pre-fetched context (a commit subject, a log line) is the caller's data: the loop redacts it before anything."""
-    from agents.thread import ContextEvent
+    from prefect_micro_agents.thread import ContextEvent
 
     canary = "canary-initial-0d9e2b4f"
     monkeypatch.setenv("DEPLOY_TOKEN", canary)

@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from agents.adapter.approvals import ApprovalsClient
-from agents.adapter.local_server import LocalPrefectServer
-from agents.adapter.troubled import troubled_runs
-from agents.cli import main
+from prefect_micro_agents.adapter.approvals import ApprovalsClient
+from prefect_micro_agents.adapter.local_server import LocalPrefectServer
+from prefect_micro_agents.adapter.troubled import troubled_runs
+from prefect_micro_agents.cli import main
 from prefect_harness import retrying
 
 pytestmark = pytest.mark.slow

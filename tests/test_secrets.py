@@ -7,10 +7,10 @@ import logging
 
 import pytest
 
-from agents.adapter.logredact import RedactingFilter, install_log_redaction
-from agents.execution import record, redact_thread
-from agents.secrets import MIN_LENGTH, redact, redact_data, redacted, secret_values
-from agents.thread import ContextEvent, ErrorEvent, Thread, TriggerEvent
+from prefect_micro_agents.adapter.logredact import RedactingFilter, install_log_redaction
+from prefect_micro_agents.execution import record, redact_thread
+from prefect_micro_agents.secrets import MIN_LENGTH, redact, redact_data, redacted, secret_values
+from prefect_micro_agents.thread import ContextEvent, ErrorEvent, Thread, TriggerEvent
 
 CANARY = "canary-unit-3c8d1f6e"
 

@@ -1,6 +1,6 @@
 """A local deploy killed at every point of its work is finished by its retry: one deploy, one process, the right one.
 
-A child process deploys with a failpoint armed (agents/failpoints.py); when it freezes there the test SIGKILLs its
+A child process deploys with a failpoint armed (prefect_micro_agents/failpoints.py); when it freezes there the test SIGKILLs its
 process group, as a dead worker's would be (the service it may have started lives in its own session, as in
 production). The same call, by idempotency key, in a fresh LocalTargets must then finish the deploy in the same
 history entry, leave exactly one service process of ours, recorded and listening on the port, serving the release;
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.failpoints import DEPLOY_POINTS, FAILPOINTS_ENV, arm
+from prefect_micro_agents.failpoints import DEPLOY_POINTS, FAILPOINTS_ENV, arm
 from flows.sample_app import SampleAppManifest, create_sample_app
 from flows.targets import CommandTargets, LocalTargets
 from flows.targets.httpget import http_get

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from agents.thread import (
+from prefect_micro_agents.thread import (
     AnswerEvent,
     ContextEvent,
     DecisionEvent,

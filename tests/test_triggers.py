@@ -27,9 +27,9 @@ import httpx
 import pytest
 import yaml
 
-from agents.adapter.approvals import ApprovalsClient
-from agents.adapter.local_server import LocalPrefectServer
-from agents.scripted import ScriptedModel
+from prefect_micro_agents.adapter.approvals import ApprovalsClient
+from prefect_micro_agents.adapter.local_server import LocalPrefectServer
+from prefect_micro_agents.testing.scripted import ScriptedModel
 from flows.sample_app import SampleAppManifest, create_sample_app
 from flows.targets.errors import UnknownRevisionError
 from flows.targets.settings import TargetSettings
@@ -75,7 +75,7 @@ def wait_runs(http: httpx.Client, since: datetime, before: set[str], count: int 
 
 def push(sha: str, branch: str = "main", pusher: str = "tester", env: dict[str, str] | None = None) -> str:
     """`microagents push` as a subprocess of the CLI; returns the event id it printed."""
-    proc = subprocess.run([sys.executable, "-m", "agents.cli", "push", "--sha", sha, "--branch", branch,
+    proc = subprocess.run([sys.executable, "-m", "prefect_micro_agents.cli", "push", "--sha", sha, "--branch", branch,
                            "--pusher", pusher], env=env or dict(os.environ), cwd=ROOT, capture_output=True,
                           text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
@@ -477,7 +477,7 @@ def test_the_sample_repo_hook_pushes_commits_on_main_only_and_never_blocks_git(
     for hook in hooks:
         assert os.access(hook, os.X_OK)
         text = hook.read_text()
-        assert f"{sys.executable} -m agents.cli push" in text and "--branch main" in text
+        assert f"{sys.executable} -m prefect_micro_agents.cli push" in text and "--branch main" in text
         assert "PREFECT_API_AUTH_STRING" not in text
     assert create_sample_app(repo).repo == sample.repo  # idempotent: hooks rewritten only if changed
     log = repo / ".git" / "microagents-push.log"

@@ -22,9 +22,9 @@ from typing import Any
 import httpx
 import pytest
 
-from agents.adapter.approvals import ApprovalsClient
-from agents.adapter.local_server import LocalPrefectServer, ServerStartError, free_port
-from agents.scripted import ScriptedModel
+from prefect_micro_agents.adapter.approvals import ApprovalsClient
+from prefect_micro_agents.adapter.local_server import LocalPrefectServer, ServerStartError, free_port
+from prefect_micro_agents.testing.scripted import ScriptedModel
 from prefect_harness import Served, create_run, lines, next_pause, wait_state
 from ui_driver import Browser, ClassicRunPage, RunPage, Screenshots, require_chromium, until
 

@@ -7,11 +7,11 @@ agent's summary must never show it as "approved by X".
 
 from __future__ import annotations
 
-from agents.adapter.publish import thread_markdown
-from agents.execution import receipt
-from agents.prompts import render_thread
-from agents.reducer import AwaitApproval, Execute, next_action, void_decisions
-from agents.thread import DecisionEvent, ResultEvent, Thread
+from prefect_micro_agents.adapter.publish import thread_markdown
+from prefect_micro_agents.execution import receipt
+from prefect_micro_agents.prompts import render_thread
+from prefect_micro_agents.reducer import AwaitApproval, Execute, next_action, void_decisions
+from prefect_micro_agents.thread import DecisionEvent, ResultEvent, Thread
 from factories import AGENT, AT, NEW, deploy_context, proposal
 from flows.prefetch import deploy_summary
 from flows.report import agent_rows

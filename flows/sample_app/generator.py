@@ -3,7 +3,7 @@
 The repo also gets `post-commit` and `post-merge` git hooks (`install_push_hooks`; re-installed, idempotently, each
 time `create_sample_app` finds the repo): after a commit or merge on branch `main`, the hook runs
 
-    <this Python> -m agents.cli push --sha <HEAD> --branch main --repo sample-app --pusher <committer>
+    <this Python> -m prefect_micro_agents.cli push --sha <HEAD> --branch main --repo sample-app --pusher <committer>
 
 in the background, so the Prefect server receives a `git.push` event and the pipeline deployment's trigger starts a
 run for the new commit. The server is $PREFECT_API_URL at commit time, else the one that was set when the hooks were
@@ -150,7 +150,7 @@ pusher=$(git log -1 --format=%cn HEAD 2>/dev/null)
 log="$(git rev-parse --absolute-git-dir 2>/dev/null || echo .git)/microagents-push.log"
 {fallback}PYTHONPATH={shlex.quote(str(_PROJECT_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}
 export PYTHONPATH
-{shlex.quote(python)} -m agents.cli push --sha "$sha" --branch main --repo {shlex.quote(repo_name)} \\
+{shlex.quote(python)} -m prefect_micro_agents.cli push --sha "$sha" --branch main --repo {shlex.quote(repo_name)} \\
     --pusher "$pusher" </dev/null >>"$log" 2>&1 &
 exit 0
 """

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from agents.failpoints import failpoint
+from prefect_micro_agents.failpoints import failpoint
 from flows.targets.base import (
     SERVICES,
     DeployResult,

@@ -22,7 +22,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 
-from agents.secrets import is_model_credential, is_secret_name, redact
+from prefect_micro_agents.secrets import is_model_credential, is_secret_name, redact
 
 __all__ = ["BASE_ENV", "check_env", "check_pass_env", "child_env"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents.errors import AgentError, ConfigurationError
+from prefect_micro_agents.errors import AgentError, ConfigurationError
 
 __all__ = [
     "IdempotencyConflictError",

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from agents.failpoints import failpoint
+from prefect_micro_agents.failpoints import failpoint
 from flows.targets.base import (
     ENVIRONMENTS,
     SERVICES,

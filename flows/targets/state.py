@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 
-from agents.secrets import redact_data
+from prefect_micro_agents.secrets import redact_data
 from flows.targets.base import HistoryEntry
 from flows.targets.errors import TargetConfigError
 

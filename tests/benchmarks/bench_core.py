@@ -30,10 +30,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from agents.evals.suite import load_suite, resolve_agent  # noqa: E402
-from agents.prompts import abbreviate_hex, build_messages  # noqa: E402
-from agents.reducer import apply, next_action  # noqa: E402
-from agents.thread import ErrorEvent, Thread  # noqa: E402
+from prefect_micro_agents.evals.suite import load_suite, resolve_agent  # noqa: E402
+from prefect_micro_agents.prompts import abbreviate_hex, build_messages  # noqa: E402
+from prefect_micro_agents.reducer import apply, next_action  # noqa: E402
+from prefect_micro_agents.thread import ErrorEvent, Thread  # noqa: E402
 from factories import AGENT, NEW, decided, full_deploy_thread, proposal  # noqa: E402
 
 ENCODING = "o200k_base"
@@ -66,7 +66,7 @@ def _json(value: Any) -> str:
 
 
 def shown(e: Any) -> dict[str, Any] | None:
-    """The fields of one event that our rendering shows (prompts/thread.j2); None for what it does not show."""
+    """The fields of one event that our rendering shows (prefect_micro_agents/templates/thread.j2); None for what it does not show."""
     match e.type:
         case "trigger":
             return {"source": e.source, "actor": e.actor, "request": e.request}

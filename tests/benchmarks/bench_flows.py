@@ -10,12 +10,12 @@ from typing import Any, Literal
 from prefect import flow
 from prefect.runtime import flow_run
 
-from agents.adapter import run_agent
-from agents.adapter.serving import serve_deployments
+from prefect_micro_agents.adapter import run_agent
+from prefect_micro_agents.adapter.serving import serve_deployments
 from agents.deploybot import DEPLOY_AGENT, DoneForNow
-from agents.execution import ToolContext
-from agents.thread import Thread, TriggerEvent
-from agents.tools import Agent, Tool
+from prefect_micro_agents.execution import ToolContext
+from prefect_micro_agents.thread import Thread, TriggerEvent
+from prefect_micro_agents.tools import Agent, Tool
 
 import executions  # tests/benchmarks/executions.py, beside this file (the serve process runs here)
 

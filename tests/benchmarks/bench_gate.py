@@ -1,7 +1,7 @@
 """Issue 3 benchmarks on a real local Prefect server (SQLite):
 
 1. orchestration overhead per agent step (instant scripted model, auto tool), flow vs plain Python;
-2. resume latency: resume POST -> approved tool starting (served by agents.adapter.serving, which polls every
+2. resume latency: resume POST -> approved tool starting (served by prefect_micro_agents.adapter.serving, which polls every
    $AGENT_RUNNER_POLL_S seconds; `--poll` sets it for the served runner);
 3. N runs suspended at once with no process per run, then all approved; executions counted per idempotency key.
 
@@ -25,10 +25,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import executions  # noqa: E402
-from agents.adapter.approvals import ApprovalsClient  # noqa: E402
-from agents.adapter.local_server import LocalPrefectServer  # noqa: E402
-from agents.adapter.serving import RUNNER_POLL_ENV  # noqa: E402
-from agents.scripted import ScriptedModel  # noqa: E402
+from prefect_micro_agents.adapter.approvals import ApprovalsClient  # noqa: E402
+from prefect_micro_agents.adapter.local_server import LocalPrefectServer  # noqa: E402
+from prefect_micro_agents.adapter.serving import RUNNER_POLL_ENV  # noqa: E402
+from prefect_micro_agents.testing.scripted import ScriptedModel  # noqa: E402
 from prefect_harness import Served, create_run, wait_state  # noqa: E402
 
 BACKEND = {"call": {"intent": "deploy_backend_to_prod", "sha": "9f8e7d6c5b4a"}}
@@ -39,8 +39,8 @@ def overhead(tmp: Path, steps: int = 50, repeats: int = 3) -> None:
     """Same scripted replies through run_until_blocked (plain Python) and run_agent (in a flow), `repeats` times."""
     from bench_flows import NOOP_AGENT, _noop, overhead_flow
 
-    from agents.runner import run_until_blocked
-    from agents.thread import Thread, TriggerEvent
+    from prefect_micro_agents.runner import run_until_blocked
+    from prefect_micro_agents.thread import Thread, TriggerEvent
 
     replies = [{"call": {"intent": "noop"}}] * steps + [DONE]
     thread = Thread(id="plain", events=(TriggerEvent(source="bench", actor="bench", request="noop until done"),))

@@ -24,8 +24,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import jsonschema  # noqa: E402
 
-from agents import litellm_boundary, llm, local_model  # noqa: E402
-from agents.thread import AnswerEvent, ContextEvent, ErrorEvent, ProposalEvent, ResultEvent, Thread  # noqa: E402
+from prefect_micro_agents import litellm_boundary, llm, local_model  # noqa: E402
+from prefect_micro_agents.thread import AnswerEvent, ContextEvent, ErrorEvent, ProposalEvent, ResultEvent, Thread  # noqa: E402
 from factories import AGENT, AT, NEW, OLD, decided, deploy_context, proposal  # noqa: E402
 
 

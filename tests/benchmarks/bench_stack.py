@@ -75,7 +75,7 @@ def main() -> None:
             print(f"[stack] main command -> UI answering: {ui:.1f} s; -> ready (server, sample app, offline model, "
                   f"runner): {ready:.1f} s")
             pushed = time.perf_counter()
-            subprocess.run([str(python), "-m", "agents.cli", "push", "--sha", sha], cwd=project, check=True,
+            subprocess.run([str(python), "-m", "prefect_micro_agents.cli", "push", "--sha", sha], cwd=project, check=True,
                            env={**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}, stdout=subprocess.DEVNULL)
             line = wait_for(log, r"waiting for (approval|an answer): (.*)", proc).group(0)
             print(f"[push] push event -> first approval request: {time.perf_counter() - pushed:.1f} s (target <= 30 s): "

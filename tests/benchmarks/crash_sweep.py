@@ -34,10 +34,10 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from agents.adapter.approvals import ApprovalsClient  # noqa: E402
-from agents.adapter.local_server import LocalPrefectServer  # noqa: E402
-from agents.adapter.recovery import ensure_recovery_automations  # noqa: E402
-from agents.scripted import ScriptedModel  # noqa: E402
+from prefect_micro_agents.adapter.approvals import ApprovalsClient  # noqa: E402
+from prefect_micro_agents.adapter.local_server import LocalPrefectServer  # noqa: E402
+from prefect_micro_agents.adapter.recovery import ensure_recovery_automations  # noqa: E402
+from prefect_micro_agents.testing.scripted import ScriptedModel  # noqa: E402
 from flows.sample_app import create_sample_app  # noqa: E402
 from flows.targets import LocalTargets  # noqa: E402
 from flows.targets.procscan import listener_pid, processes_with  # noqa: E402

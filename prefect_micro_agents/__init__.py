@@ -1,0 +1,84 @@
+"""prefect-micro-agents: small, focused LLM micro-agents inside deterministic Prefect flows.
+
+An agent is a declaration (`Agent`: a name, its `Tool` classes, its prompt template); `run_agent` drives it inside a
+Prefect flow run and suspends the run whenever a human must approve a proposed call or answer a question. Everything
+else is ordinary, typed Python.
+
+    from prefect_micro_agents import Agent, Tool, run_agent
+
+`run_agent` and the other Prefect-side names import Prefect when first used, so the CLI and the plain-Python parts
+start fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from prefect_micro_agents.errors import AgentError, ConfigurationError, ProviderError, ThreadError
+from prefect_micro_agents.execution import ToolContext, ToolImpl
+from prefect_micro_agents.secrets import redact, redacted, register_secret
+from prefect_micro_agents.thread import (
+    AnswerEvent, ContextEvent, DecisionEvent, DoneEvent, ErrorEvent, Event, ProposalEvent, ReceiptEvent, ResultEvent,
+    Thread, TriggerEvent,
+)
+from prefect_micro_agents.tools import Agent, Policy, Tool
+
+if TYPE_CHECKING:
+    from prefect_micro_agents.adapter.approvals import ApprovalsClient, PendingRequest, ResumeRefused
+    from prefect_micro_agents.adapter.failure import OutcomeFailure, failed
+    from prefect_micro_agents.adapter.loop import run_agent
+    from prefect_micro_agents.adapter.tasks import run_scoped_key
+
+__all__ = [
+    "Agent",
+    "AgentError",
+    "AnswerEvent",
+    "ApprovalsClient",
+    "ConfigurationError",
+    "ContextEvent",
+    "DecisionEvent",
+    "DoneEvent",
+    "ErrorEvent",
+    "Event",
+    "OutcomeFailure",
+    "PendingRequest",
+    "Policy",
+    "ProposalEvent",
+    "ProviderError",
+    "ReceiptEvent",
+    "ResultEvent",
+    "ResumeRefused",
+    "Thread",
+    "ThreadError",
+    "Tool",
+    "ToolContext",
+    "ToolImpl",
+    "TriggerEvent",
+    "failed",
+    "redact",
+    "redacted",
+    "register_secret",
+    "run_agent",
+    "run_scoped_key",
+]
+
+_LAZY = {
+    "ApprovalsClient": "prefect_micro_agents.adapter.approvals",
+    "PendingRequest": "prefect_micro_agents.adapter.approvals",
+    "ResumeRefused": "prefect_micro_agents.adapter.approvals",
+    "OutcomeFailure": "prefect_micro_agents.adapter.failure",
+    "failed": "prefect_micro_agents.adapter.failure",
+    "run_agent": "prefect_micro_agents.adapter.loop",
+    "run_scoped_key": "prefect_micro_agents.adapter.tasks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'prefect_micro_agents' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,89 @@
+"""The Prefect tasks of an agent run: plain data in, persisted results out, cache keys from plain data.
+
+Keys are built from the flow run id plus the thread digest and step (LLM), or the idempotency key (tools), so
+that when a suspended run resumes and the flow function runs again from the top, every step already taken is
+read back from storage: no new LLM call, no second execution.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prefect import task
+from prefect.context import TaskRunContext
+from prefect.utilities.annotations import quote
+
+from prefect_micro_agents.adapter.store import ExecutionLedger
+from prefect_micro_agents.execution import ToolContext, ToolImpl, redact_event, run_tool_call
+from prefect_micro_agents.llm import LLMReply, LLMRequest, call_model
+from prefect_micro_agents.thread import ErrorEvent, ResultEvent
+from prefect_micro_agents.tools import Tool
+
+__all__ = ["execute_call", "llm_step", "run_scoped_key"]
+
+log = logging.getLogger(__name__)
+
+
+def run_scoped_key(name: str, *fields: str):  # noqa: ANN201 (a Prefect cache_key_fn)
+    """A cache_key_fn for deterministic steps: `<name>-<flow run id>-<the named parameters>`.
+
+    Use it on steps that run before the agent (staging deploy, tests) so a resumed run does not repeat them.
+    """
+
+    def key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+        values = "-".join(str(parameters[f]) for f in fields)
+        return f"{name}-{context.task_run.flow_run_id}-{values}".rstrip("-")
+
+    return key
+
+
+def _llm_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    return f"llm-{context.task_run.flow_run_id}-{parameters['thread_digest'][:16]}-{parameters['step']}"
+
+
+@task(name="llm-step", persist_result=True, cache_key_fn=_llm_key, task_run_name="llm step {step}")
+def _llm_task(request: LLMRequest, thread_digest: str, step: int) -> LLMReply:
+    return call_model(request)
+
+
+def llm_step(request: LLMRequest, thread_digest: str) -> LLMReply:
+    """The only place a model is called; cached per (run, thread digest, step).
+
+    The request is passed quoted: Prefect would otherwise walk every message and schema node looking for futures,
+    which cost about 5 ms per step (tests/benchmarks/bench_gate.py).
+    """
+    return _llm_task(quote(request), thread_digest, request.step)
+
+
+def _execute_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    return f"exec-{parameters['ctx'].idempotency_key}"
+
+
+def execute_call(impl: ToolImpl, call: Tool, ctx: ToolContext) -> ResultEvent | ErrorEvent:
+    """Run an approved (or auto) call once, as a task over plain data (the call as JSON, the context)."""
+    tool_cls = type(call)
+
+    def execute(call: dict[str, Any], ctx: ToolContext) -> ResultEvent | ErrorEvent:
+        ledger = ExecutionLedger()
+        status, recorded = ledger.status(ctx.idempotency_key)
+        if status == "finished":  # the tool finished but the task result was never persisted: don't run it again
+            log.info("execution %s already finished; using the recorded result", ctx.idempotency_key)
+            kind = ResultEvent if recorded.get("type") == "result" else ErrorEvent
+            return kind.model_validate(recorded)
+        if status == "started":
+            log.warning("execution %s was started by an attempt that died; the tool reconciles", ctx.idempotency_key)
+        else:
+            ledger.start(ctx.idempotency_key)
+        ctx = ToolContext(ctx.idempotency_key, ctx.thread_id, ctx.proposal_id, reconcile=status == "started")
+        # Redacted here, inside the task: the ledger and Prefect's stored result of this task never hold a secret.
+        event = redact_event(run_tool_call(tool_cls.model_validate(call), impl, ctx))
+        ledger.finish(ctx.idempotency_key, event.model_dump(mode="json"))
+        return event
+
+    execute.__name__ = execute.__qualname__ = f"execute_{call.intent_name()}"
+    # The run name says what ran, for people and for `microagents runs` (what a crashed run executed).
+    shown = " ".join(f"{k}={str(v)[:12]}" for k, v in call.arguments().items())
+    runner = task(execute, name=f"execute {call.intent_name()}", persist_result=True, cache_key_fn=_execute_key,
+                  tags=list(tool_cls.concurrency_tags), task_run_name=f"execute {call.intent_name()} {shown}"[:120])
+    return runner(call=call.model_dump(mode="json"), ctx=ctx)

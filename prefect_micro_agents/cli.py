@@ -1,0 +1,142 @@
+"""`microagents`: list, show, approve, reject and answer suspended agent runs (Prefect 3 has no resume command),
+`runs`: list runs that are stuck, crashed, recovering or gave up, with what they executed (prefect_micro_agents.adapter.troubled),
+and `push`: emit the `git.push` event that starts the deploy pipeline (prefect_micro_agents.events; a git hook calls it)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+
+from prefect_micro_agents.adapter.approvals import ApprovalsClient, PendingRequest, ResumeRefused
+from prefect_micro_agents.errors import AgentError, ConfigurationError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="microagents",
+        description="Decide on agent proposals waiting in a Prefect server, or emit a push event "
+                    "(PREFECT_API_URL, PREFECT_API_AUTH_STRING).",
+    )
+    parser.add_argument("--api-url", help="Prefect API URL (default: $PREFECT_API_URL)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    pending = sub.add_parser("pending", help="list runs waiting for an approval or an answer")
+    pending.add_argument("--json", action="store_true", help="machine-readable output")
+    show = sub.add_parser("show", help="show what one run waits for (the proposal and its context)")
+    show.add_argument("run_id")
+    show.add_argument("--json", action="store_true")
+    for name, text in (("approve", "approve the pending proposal: it runs once"),
+                       ("reject", "reject it; your feedback goes back to the agent")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("run_id")
+        cmd.add_argument("--feedback", "-f", default="", required=name == "reject")
+        cmd.add_argument("--as", dest="who", default=None, help="your name, recorded with the decision")
+        cmd.add_argument("--digest", help="only decide if the run still waits on the proposal with this digest (at "
+                                          "least 8 hex characters, as `show` prints them); without it, the decision "
+                                          "applies to whatever the run waits on at this moment")
+    answer = sub.add_parser("answer", help="answer an agent's question")
+    answer.add_argument("run_id")
+    answer.add_argument("text", help="your answer (quote it)")
+    answer.add_argument("--as", dest="who", default=None, help="your name, recorded with the answer")
+    answer.add_argument("--digest", help="only answer if the run still asks the question with this digest")
+    runs = sub.add_parser("runs", help="list runs that are stuck, crashed, recovering or gave up, with what each "
+                                       "already executed",
+                          description="Runs whose worker died (stuck: Running without heartbeats), that Prefect marked "
+                                      "Crashed, that are starting again after a crash, or that gave up after the last "
+                                      "allowed recovery (AGENT_MAX_RECOVERIES); each with its executed tool calls.")
+    runs.add_argument("--hours", type=float, default=24.0,
+                      help="also list crashed and given-up runs that ended this many hours ago (default: %(default)s)")
+    runs.add_argument("--json", action="store_true", help="machine-readable output")
+    push = sub.add_parser("push", help="emit a git.push event: the deploy pipeline's trigger starts a run for the SHA",
+                          description="Emit a git.push event to the Prefect server. A deployment with the pipeline's "
+                                      "trigger (deployments/prefect.yaml) starts a run for SHA when BRANCH is main.")
+    push.add_argument("--sha", required=True, help="the commit SHA (or a tag) to deploy")
+    push.add_argument("--branch", default="main", help="the branch pushed to (default: %(default)s)")
+    push.add_argument("--repo", default="sample-app", help="repository name: resource git.repo.<repo> "
+                                                           "(default: %(default)s)")
+    push.add_argument("--pusher", default=None, help="who pushed (default: your login name)")
+    return parser
+
+
+def _title(req: PendingRequest) -> str:
+    return next((ln.strip("# ").strip() for ln in req.description.splitlines() if ln.startswith("#")), req.key)
+
+
+def _line(req: PendingRequest) -> str:
+    return (f"{req.run_id}  {req.flow_name}/{req.run_name}  {req.kind:<8}  {_title(req)}  "
+            f"(digest {req.proposal_digest[:12]}, expires {req.expires_at or 'never'})")
+
+
+def _runs(client: ApprovalsClient, args: argparse.Namespace) -> None:
+    from datetime import timedelta
+
+    from prefect_micro_agents.adapter.troubled import troubled_runs
+
+    if args.hours <= 0:
+        raise ConfigurationError(f"--hours must be positive, not {args.hours}")
+    found = troubled_runs(client, since=timedelta(hours=args.hours))
+    if args.json:
+        print(json.dumps([t.as_dict() for t in found], indent=1))
+        return
+    if not found:
+        print("no run is stuck, crashed or recovering")
+    for t in found:
+        print(f"{t.run_id}  {t.name}  {t.status:<10}  {t.state} (attempt {t.attempt})  {t.why}")
+        for name, state in t.executed or [("no tool call executed", "")]:
+            print(f"    {name}{': ' + state if state else ''}")
+
+
+def _push(args: argparse.Namespace) -> None:
+    from prefect_micro_agents.events import emit_push
+
+    event = emit_push(args.sha, branch=args.branch, repo=args.repo, pusher=args.pusher, api_url=args.api_url)
+    payload = event["payload"]
+    print(f"{event['id']}  git.push {payload['repo']}@{payload['branch']} {payload['sha'][:12]} "
+          f"by {payload['pusher']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "push":
+            _push(args)
+            return 0
+        with ApprovalsClient(api_url=args.api_url) as client:
+            match args.command:
+                case "runs":
+                    _runs(client, args)
+                case "pending":
+                    found = client.pending()
+                    if args.json:
+                        print(json.dumps([r.as_dict() for r in found], indent=1))
+                    else:
+                        print("\n".join(_line(r) for r in found) if found else "nothing is waiting for a decision")
+                case "show":
+                    req = client.show(args.run_id)
+                    print(json.dumps(req.as_dict(), indent=1) if args.json else f"{_line(req)}\n\n{req.description}")
+                case "approve":
+                    req = client.approve(args.run_id, args.who or getpass.getuser(), args.feedback, args.digest)
+                    print(f"approved {_title(req)} (digest {req.proposal_digest[:12]}): flow run {args.run_id} "
+                          "resumes and runs the call once")
+                case "reject":
+                    req = client.reject(args.run_id, args.who or getpass.getuser(), args.feedback, args.digest)
+                    print(f"rejected {_title(req)} (digest {req.proposal_digest[:12]}): flow run {args.run_id} "
+                          "resumes; the agent sees your feedback")
+                case "answer":
+                    req = client.answer(args.run_id, args.text, args.who or getpass.getuser(), args.digest)
+                    print(f"answered {_title(req)} (digest {req.proposal_digest[:12]}): flow run {args.run_id} "
+                          "resumes with your answer")
+    except ResumeRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    except AgentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

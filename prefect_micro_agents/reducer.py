@@ -1,0 +1,179 @@
+"""The reducer: pure functions from thread to next action (factors 8, 12). No I/O, no clock, no Prefect.
+
+Policies are enforced here, in code: an `approve` tool reaches `Execute` only with an approval whose digest
+matches the proposal as it stands; nothing the model writes can change that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect_micro_agents.errors import ThreadError
+from prefect_micro_agents.thread import (
+    AnswerEvent,
+    DecisionEvent,
+    DoneEvent,
+    ErrorEvent,
+    EscalationEvent,
+    Event,
+    ProposalEvent,
+    ResultEvent,
+    Thread,
+)
+from prefect_micro_agents.tools import Agent
+
+__all__ = [
+    "Action",
+    "AskModel",
+    "AwaitAnswer",
+    "AwaitApproval",
+    "Escalate",
+    "Execute",
+    "Finish",
+    "Halted",
+    "apply",
+    "model_steps",
+    "next_action",
+    "valid_approval",
+    "void_decisions",
+]
+
+
+@dataclass(frozen=True)
+class AskModel:
+    step: int
+
+
+@dataclass(frozen=True)
+class AwaitApproval:
+    proposal: ProposalEvent
+
+
+@dataclass(frozen=True)
+class AwaitAnswer:
+    proposal: ProposalEvent
+
+
+@dataclass(frozen=True)
+class Execute:
+    proposal: ProposalEvent
+    approval: DecisionEvent | None  # None only for `auto` tools
+
+
+@dataclass(frozen=True)
+class Finish:
+    """A terminal tool was proposed: record `event` and stop."""
+
+    event: DoneEvent
+
+
+@dataclass(frozen=True)
+class Escalate:
+    """Limits reached or the thread cannot go on: record `event` and stop."""
+
+    event: EscalationEvent
+
+
+@dataclass(frozen=True)
+class Halted:
+    """Nothing more to do: the thread ends with done or escalation."""
+
+    outcome: str  # "done" | "escalated"
+
+
+Action = AskModel | AwaitApproval | AwaitAnswer | Execute | Finish | Escalate | Halted
+
+
+def model_steps(thread: Thread) -> int:
+    """How many times the model has been asked so far: proposals plus its malformed answers."""
+    model_errors = {"malformed_output", "unknown_intent", "invalid_arguments"}
+    return sum(
+        1 for e in thread.events if e.type == "proposal" or (e.type == "error" and e.kind in model_errors)
+    )
+
+
+def next_action(agent: Agent, thread: Thread) -> Action:
+    events = thread.events
+    if events and events[-1].type in ("done", "escalation"):
+        return Halted("done" if events[-1].type == "done" else "escalated")
+    errors = _trailing_errors(thread)
+    if errors >= agent.max_consecutive_errors:
+        last = events[-1]
+        assert isinstance(last, ErrorEvent)
+        return Escalate(EscalationEvent(reason=f"{errors} consecutive errors; last: {last.kind}: {last.message}"))
+    pending = _pending_proposal(thread)
+    if pending is None:
+        steps = model_steps(thread)
+        if steps >= agent.max_steps:
+            return Escalate(EscalationEvent(reason=f"step limit reached ({steps} of {agent.max_steps} model steps)"))
+        return AskModel(step=steps + 1)
+    tool = agent.tool(pending.intent)
+    if tool is None:
+        return Escalate(EscalationEvent(reason=f"proposal {pending.id} names unknown tool {pending.intent!r}"))
+    match tool.policy:
+        case "auto":
+            return Execute(pending, None)
+        case "terminal":
+            return Finish(DoneEvent(proposal_id=pending.id, message=str(pending.args.get("message", ""))))
+        case "human":
+            return AwaitAnswer(pending)
+        case "approve":
+            approval = valid_approval(thread, pending)
+            return Execute(pending, approval) if approval else AwaitApproval(pending)
+    raise ThreadError(f"tool {pending.intent!r} has unknown policy {tool.policy!r}")
+
+
+def _trailing_errors(thread: Thread) -> int:
+    count = 0
+    for event in reversed(thread.events):
+        if event.type != "error":
+            break
+        count += 1
+    return count
+
+
+def _pending_proposal(thread: Thread) -> ProposalEvent | None:
+    """The latest proposal if nothing has settled it yet (result, answer, error, or a rejection of it)."""
+    rejected: set[tuple[str, str]] = set()
+    for event in reversed(thread.events):
+        if isinstance(event, ProposalEvent):
+            # A rejection whose digest does not match this proposal is void, like a stale approval.
+            return None if (event.id, event.digest) in rejected else event
+        if isinstance(event, ResultEvent | AnswerEvent | ErrorEvent):
+            return None
+        if isinstance(event, DecisionEvent) and event.decision == "rejected":
+            rejected.add((event.proposal_id, event.proposal_digest))
+    return None
+
+
+def valid_approval(thread: Thread, proposal: ProposalEvent) -> DecisionEvent | None:
+    """An approval counts only if it names this proposal AND its digest matches the proposal as it stands."""
+    for decision in thread.for_proposal(DecisionEvent, proposal.id):
+        if decision.decision == "approved" and decision.proposal_digest == proposal.digest:
+            return decision
+    return None
+
+
+def void_decisions(thread: Thread) -> frozenset[int]:
+    """Indices of decisions that count for nothing: their digest is not the digest of the proposal they name.
+
+    Records (the model's thread, the artifact, the report) must show them as void, never as "approved by X".
+    """
+    digests = {e.id: e.digest for e in thread.events if isinstance(e, ProposalEvent)}
+    return frozenset(i for i, e in enumerate(thread.events)
+                     if isinstance(e, DecisionEvent) and digests.get(e.proposal_id) != e.proposal_digest)
+
+
+def apply(thread: Thread, event: Event) -> Thread:
+    """Append one event after checking it fits; a misfit is a caller bug and raises ThreadError."""
+    if thread.events and thread.events[-1].type in ("done", "escalation"):
+        raise ThreadError(f"thread {thread.id} has ended ({thread.events[-1].type}); cannot add {event.type}")
+    proposal_id = getattr(event, "proposal_id", None)
+    if proposal_id is not None and event.type != "done":
+        pending = _pending_proposal(thread)
+        if pending is None or pending.id != proposal_id:
+            raise ThreadError(f"{event.type} for proposal {proposal_id!r}, but the pending proposal is "
+                              f"{pending.id if pending else None!r}")
+    if isinstance(event, ProposalEvent) and _pending_proposal(thread) is not None:
+        raise ThreadError(f"proposal {event.id} while another proposal is still pending")
+    return thread.append(event)
