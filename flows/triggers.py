@@ -144,7 +144,9 @@ def describe(flow_name: str, deployment_name: str, schedules: list[Any], trigger
 def _message(ui: str | None) -> tuple[str, str, str]:
     """Subject, body (notification blocks) and JSON payload (webhook) templates, rendered by the server's Jinja."""
     link = run_page(ui, "{{ flow_run.id }}") if ui else "{{ flow_run|ui_url }}"
-    gave_up = f'{{% if event.event == "{EXHAUSTED_EVENT}" %}}'
+    # Single quotes: the webhook payload is JSON text, where a double quote would be escaped (\") and Jinja, which the
+    # server runs over that text, cannot parse an escaped quote.
+    gave_up = f"{{% if event.event == '{EXHAUSTED_EVENT}' %}}"
     subject = gave_up + "Gave up after crashes: {% else %}Approval needed: {% endif %}{{ flow.name }}/{{ flow_run.name }}"
     body = (gave_up + "Flow run {{ flow.name }}/{{ flow_run.name }} ({{ flow_run.id }}) crashed on every attempt and "
             "was stopped: {{ event.payload.message }}\n{% else %}"

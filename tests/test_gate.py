@@ -293,6 +293,10 @@ def test_a_run_past_its_last_allowed_recovery_ends_failed_with_what_it_executed(
             assert time.monotonic() < deadline, "no exhausted event"
             time.sleep(0.2)
         assert events[0]["payload"]["message"] == message
+        flow_run = http.get(f"/flow_runs/{run}").json()
+        related = {(r["prefect.resource.role"], r["prefect.resource.id"]) for r in events[0]["related"]}
+        assert related >= {("flow", f"prefect.flow.{flow_run['flow_id']}"),
+                           ("deployment", f"prefect.deployment.{flow_run['deployment_id']}")}, related
         capsys.readouterr()
         assert main(["runs", "--json"]) == 0
         listed = {r["run_id"]: r for r in json.loads(capsys.readouterr().out)}

@@ -29,6 +29,7 @@ import yaml
 
 from prefect_micro_agents.adapter.approvals import ApprovalsClient
 from prefect_micro_agents.adapter.local_server import LocalPrefectServer
+from prefect_micro_agents.adapter.recovery import EXHAUSTED_EVENT, exhausted_event
 from prefect_micro_agents.testing.scripted import ScriptedModel
 from flows.sample_app import SampleAppManifest, create_sample_app
 from flows.targets.errors import UnknownRevisionError
@@ -267,16 +268,17 @@ class Receiver:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def wait_for(self, run_id: str, timeout: float = 30) -> dict[str, Any]:
+    def wait_for(self, text: str, timeout: float = 30) -> dict[str, Any]:
+        """The first POST whose body contains `text` (a run id, an event name)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 item = self.received.get(timeout=0.2)
             except queue.Empty:
                 continue
-            if run_id in item["body"]:
+            if text in item["body"]:
                 return item
-        raise TimeoutError(f"no webhook POST about {run_id} within {timeout}s")
+        raise TimeoutError(f"no webhook POST about {text} within {timeout}s")
 
     def close(self) -> None:
         self.server.shutdown()
@@ -400,6 +402,16 @@ def test_a_push_on_main_starts_exactly_one_run_that_asks_for_approval_and_notifi
     assert body["flow_name"] == FLOW and body["deployment_name"] == NAME
     assert body["ui_url"].endswith(f"/v2/runs/flow-run/{run['id']}") and body["ui_url"].startswith("http://127.0.0.1:")
     assert notice["content_type"] == "application/json"
+    assert body["text"].startswith(f"Approval needed: {FLOW}/"), body["text"]
+
+    # The same automation tells them when recovery gave up on a run (the event begin_attempt emits).
+    gave_up = {"id": str(uuid.uuid4()), "occurred": datetime.now(UTC).isoformat(),
+               **exhausted_event(run["id"], run["flow_id"], run["deployment_id"], "gave up after 3 recoveries")}
+    retrying(http.post, "/events", json=[gave_up]).raise_for_status()
+    later = json.loads(receiver.wait_for(EXHAUSTED_EVENT, timeout=90)["body"])
+    assert later["event"] == EXHAUSTED_EVENT and later["flow_run_id"] == run["id"], later
+    assert later["text"].startswith(f"Gave up after crashes: {FLOW}/"), later["text"]
+    assert later["deployment_name"] == NAME, later
 
     # Exactly one: once every automation has evaluated the push, only the pipeline's trigger fired for it.
     sentinel.after(event_id)
@@ -460,7 +472,7 @@ def test_approval_automation_is_optional_idempotent_and_says_what_is_wrong(
     assert ensure_approval_automation(block="", webhook_url="").id == notify.id
     again = ensure_approval_automation(webhook_url=receiver.url)
     assert again.id == notify.id and names().count(AUTOMATION_NAME) == 1
-    assert again.trigger.expect == {"prefect.flow-run.Suspended"}
+    assert again.trigger.expect == {"prefect.flow-run.Suspended", EXHAUSTED_EVENT}
     with pytest.raises(TriggerConfigError, match="<block-type-slug>/<block-name>"):
         ensure_approval_automation(block="approvers", webhook_url="", name="microagents-test-bad")
     with pytest.raises(TriggerConfigError, match="no slack-webhook block named 'nobody'"):

@@ -29,6 +29,7 @@ from uuid import UUID
 
 __all__ = [
     "EXHAUSTED_EVENT",
+    "exhausted_event",
     "HEARTBEAT_ENV",
     "MAX_RECOVERIES_ENV",
     "RECOVER_TAG",
@@ -233,8 +234,23 @@ def _crash_leftovers(run_id: str) -> int:
     return len(stale)
 
 
+def exhausted_event(run_id: str, flow_id: str, deployment_id: str | None, message: str) -> dict[str, Any]:
+    """The `microagents.recovery.exhausted` event of one run: the run is its resource; its flow and deployment are
+    related, so automations' templates can say `{{ flow.name }}` and `{{ deployment.name }}` as for Prefect's own
+    flow-run events."""
+    related = [{"prefect.resource.id": f"prefect.flow.{flow_id}", "prefect.resource.role": "flow"}]
+    if deployment_id:
+        related.append({"prefect.resource.id": f"prefect.deployment.{deployment_id}",
+                        "prefect.resource.role": "deployment"})
+    return {"event": EXHAUSTED_EVENT, "resource": {"prefect.resource.id": f"prefect.flow-run.{run_id}"},
+            "related": related, "payload": {"message": message}}
+
+
 def _emit_exhausted(run_id: str, message: str) -> None:
+    from prefect.client.orchestration import get_client
     from prefect.events import emit_event
 
-    emit_event(EXHAUSTED_EVENT, resource={"prefect.resource.id": f"prefect.flow-run.{run_id}"},
-               payload={"message": message})
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(run_id))
+    emit_event(**exhausted_event(run_id, str(run.flow_id), str(run.deployment_id) if run.deployment_id else None,
+                                 message))
