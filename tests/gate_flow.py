@@ -8,20 +8,25 @@ that point it writes <effects_dir>/reached-<point>, removes the fault file and b
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
-from prefect.runtime import flow_run
+# Run as `python tests/gate_flow.py` (and loaded by the runner's flow-run processes) with tests/ first on sys.path:
+# the app's agents/ is not installed, and OpenAI's `agents` (openai-agents, in the dev extra) would shadow it.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from prefect_micro_agents.adapter import failed, run_agent, run_scoped_key
-from prefect_micro_agents.adapter.recovery import RECOVER_TAG, begin_attempt
-from prefect_micro_agents.adapter.serving import serve_deployments
-from agents.deploybot import DEPLOY_AGENT
-from prefect_micro_agents.execution import ToolContext
-from prefect_micro_agents.thread import ContextEvent, Event, Thread, TriggerEvent
-from prefect_micro_agents.tools import Tool
+from prefect import flow, task  # noqa: E402
+from prefect.runtime import flow_run  # noqa: E402
+
+from agents.deploybot import DEPLOY_AGENT  # noqa: E402
+from prefect_micro_agents.adapter import failed, run_agent, run_scoped_key  # noqa: E402
+from prefect_micro_agents.adapter.recovery import RECOVER_TAG, begin_attempt  # noqa: E402
+from prefect_micro_agents.adapter.serving import serve_deployments  # noqa: E402
+from prefect_micro_agents.execution import ToolContext  # noqa: E402
+from prefect_micro_agents.thread import ContextEvent, Event, Thread, TriggerEvent  # noqa: E402
+from prefect_micro_agents.tools import Tool  # noqa: E402
 
 
 def _append(effects: Path, name: str, line: str) -> None:

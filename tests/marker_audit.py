@@ -46,7 +46,7 @@ _PROCESSES: list[tuple[str, str, re.Pattern[str]]] = [
     ("slow", "a flow runner", re.compile(_PY + r" (?:-m flows\.serve\b|\S*\b(?:serve|gate_flow)\.py\b)")),
     ("slow", "the local stack", re.compile(_PY + r" (?:-m deployments\.local_stack\b|\S*\blocal_stack\.py\b)")),
     ("slow", "the embedded model", re.compile(_PY + r" -m prefect_micro_agents\.local_model\b")),
-    ("ui", "a browser", re.compile(r"\bplaywright\b|chrom", re.I)),
+    ("ui", "a browser", re.compile(r"\bplaywright\b|(?<!install-)chrom", re.I)),  # not scripts/install-chromium
 ]
 
 _sinks: list[set[Use]] = []  # one per active recording (a test, and any fixture being set up inside it)

@@ -26,17 +26,19 @@ def retrying(call: Any, *args: Any, **kwargs: Any) -> httpx.Response:
 
 
 class Served:
-    """`python <script>` calling flow.serve(), in its own process group so it can be killed by PID with its runs."""
+    """`python <script>` calling flow.serve(), in its own process group so it can be killed by PID with its runs.
+
+    `python` is the interpreter (default: this one; tests/test_packaging.py serves with a fresh venv's)."""
 
     def __init__(self, script: Path, env: dict[str, str], http: httpx.Client, deployment: str, log: Path,
-                 args: tuple[str, ...] = ()) -> None:
+                 args: tuple[str, ...] = (), python: str = sys.executable) -> None:
         self.script, self.env, self.http, self.deployment, self.log = script, env, http, deployment, log
-        self.args = args
+        self.args, self.python = args, python
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> str:
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, str(self.script), *self.args], env=self.env, cwd=self.script.parent,
+            self.proc = subprocess.Popen([self.python, str(self.script), *self.args], env=self.env, cwd=self.script.parent,
                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -31,6 +31,8 @@ PY = sys.executable
         (["/x/site-packages/playwright/driver/node", "/x/playwright/driver/package/cli.js", "run-driver"],
          ("ui", "a browser")),
         (["/usr/bin/chromium", "--headless"], ("ui", "a browser")),
+        (["/usr/bin/chromium-browser", "--headless"], ("ui", "a browser")),
+        (["/repo/scripts/install-chromium"], None),  # installs it; tests/test_ui_setup.py runs it without a browser
         (["git", "-C", "repo", "commit", "-m", "x"], None),
         (["/bin/sh", "-c", "./deploy.sh backend staging abc"], None),
         ([PY, "-c", "import json"], None),

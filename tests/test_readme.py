@@ -25,3 +25,16 @@ def test_the_test_command_never_updates_snapshots() -> None:
     for name, text in {"the README test command": command, ".ci/run": (ROOT / ".ci" / "run").read_text(),
                        "pyproject.toml": (ROOT / "pyproject.toml").read_text()}.items():
         assert "UPDATE_SNAPSHOTS" not in text, f"{name} mentions UPDATE_SNAPSHOTS"
+
+
+def test_the_write_your_own_example_is_the_file_byte_for_byte() -> None:
+    """The README shows examples/access_request.py and its prompt verbatim; tests/test_packaging.py runs that file."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Write your own micro-agent\n", 1)[1].split("\n## ", 1)[0]
+    blocks = {lang: re.findall(rf"^```{lang}\n(.*?)^```$", section, re.S | re.M) for lang in ("python", "jinja", "bash")}
+    assert blocks["python"] == [(ROOT / "examples" / "access_request.py").read_text()]
+    assert blocks["jinja"] == [(ROOT / "examples" / "access_agent.j2").read_text()]
+    [commands] = blocks["bash"]
+    for step in ("python examples/access_request.py", "prefect deployment run access-request/access",
+                 "microagents approve <run-id>"):
+        assert step in commands

@@ -17,6 +17,8 @@ button in the page header; the dialog shows the description in a scroll box (``a
 title in a label; a ``Literal`` field is a select button that opens (focus + Space) a listbox of options; a ``str``
 field is a textarea; submit with button "Submit".
 
+The browser is ``$UI_TEST_CHROMIUM`` when set, else ``chromium`` or ``chromium-browser`` on PATH (``find_chromium``);
+``scripts/install-chromium`` installs Debian's where it can and says why where it cannot.
 Playwright is imported lazily by ``require_chromium()`` / ``launch()`` so a missing package fails the test with a
 clear message instead of breaking collection. The browser never leaves 127.0.0.1: every other request is aborted
 (the UI tries to reach an analytics host even with analytics off). Nothing waits for ``networkidle`` (the UI polls
@@ -29,8 +31,9 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -38,21 +41,39 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Locator, Page, Playwright, Request
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "ArtifactPage", "Browser", "ClassicResumeDialog", "ClassicRunPage",
-           "ResumeDialog", "RunPage", "Screenshots", "require_chromium", "submit_resume", "until"]
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "CHROMIUM_ENV", "CHROMIUM_NAMES", "ArtifactPage", "Browser", "ClassicResumeDialog", "ClassicRunPage",
+           "ResumeDialog", "RunPage", "Screenshots", "find_chromium", "require_chromium", "submit_resume", "until"]
 
-CHROMIUM = os.environ.get("UI_TEST_CHROMIUM", "/usr/bin/chromium")  # Debian's package; override for other systems
+CHROMIUM_ENV = "UI_TEST_CHROMIUM"
+CHROMIUM_NAMES = ("chromium", "chromium-browser")  # Debian's package, Ubuntu's; scripts/install-chromium looks for both
 CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run")
 LOOPBACK = {"127.0.0.1"}
 WAIT_MS = 60_000  # generous: a 2-core machine running a server, a runner and a browser at once
 
 
-def require_chromium() -> str:
+def find_chromium(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The browser to drive: $UI_TEST_CHROMIUM if set (checked by require_chromium), else the first of
+    CHROMIUM_NAMES on PATH; None when there is none."""
+    if override := environ.get(CHROMIUM_ENV, "").strip():
+        return override
+    path = environ.get("PATH", os.defpath)
+    return next((found for name in CHROMIUM_NAMES if (found := shutil.which(name, path=path))), None)
+
+
+CHROMIUM = find_chromium()  # what this test process found
+
+
+def require_chromium(chromium: str | None = CHROMIUM) -> str:
     """The problem with the browser set-up, or "" when Chromium and playwright are both there."""
     problems = []
-    if not Path(CHROMIUM).exists():
-        problems.append(f"{CHROMIUM} not found: install Debian's browser with `apt-get install -y chromium`")
+    if chromium is None:
+        problems.append(f"no Chromium found (none of {', '.join(CHROMIUM_NAMES)} on PATH, {CHROMIUM_ENV} unset): "
+                        "run scripts/install-chromium as root (or `apt-get install -y chromium`), or set "
+                        f"{CHROMIUM_ENV}=/path/to/chromium")
+    elif not (Path(chromium).is_file() and os.access(chromium, os.X_OK)):
+        problems.append(f"{CHROMIUM_ENV}={chromium} is not an executable file: point it at a Chromium binary, or "
+                        "unset it to use chromium from PATH")
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
@@ -111,6 +132,8 @@ class Browser:
         self.context: BrowserContext | None = None
 
     def launch(self) -> Browser:
+        if problem := require_chromium():  # never let playwright fall back to a browser of its own
+            raise RuntimeError(f"cannot launch the browser: {problem}")
         from playwright.sync_api import sync_playwright
 
         self._playwright = sync_playwright().start()
