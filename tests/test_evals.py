@@ -150,6 +150,20 @@ def test_scripted_answers_need_no_provider_setting(tmp_path: Path) -> None:
     assert "gate ok" in out.stdout
 
 
+def test_recorded_answers_are_checked_before_any_model_call(tmp_path: Path) -> None:
+    """A reply is a call object or raw text (or a non-empty list of them): anything else names its case at load."""
+    from prefect_micro_agents.evals.answers import load_answers
+
+    cases = [c for c in load_suite(STARTER).cases if c.agent == "rollback"][:3]
+    path = tmp_path / "answers.json"
+    path.write_text(json.dumps({cases[0].id: "raw text", cases[1].id: 42, cases[2].id: []}))
+    with pytest.raises(ConfigurationError, match=rf"not so for: {cases[1].id}, {cases[2].id}$"):
+        load_answers(str(path), cases)
+    path.write_text(json.dumps({cases[0].id: "raw text", cases[1].id: ["a", {"call": {}}], cases[2].id: {}}))
+    answers = load_answers(str(path), cases)
+    assert [answers(cases[1], n) for n in range(3)] == ["a", {"call": {}}, "a"] and answers(cases[2], 0) == {}
+
+
 def test_a_wrong_label_fails_the_run_and_names_the_case(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     def mislabel(cases: dict[str, Any]) -> None:  # the golden call (backend first) stays right; the label is wrong
         cases["deploy-both-services-backend-first"]["expect"] = {"intent": "deploy_frontend_to_prod"}
