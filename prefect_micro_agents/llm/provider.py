@@ -1,9 +1,10 @@
 """litellm, and the only module that imports it: loaded on first use, custom providers registered before it is used.
 
 Custom providers (litellm's `custom_provider_map`) come from hooks: functions without arguments that import litellm
-and append their entries to `litellm.custom_provider_map` (this module then tells litellm's router about them). `$AGENT_LITELLM_PROVIDERS` names them (`package.module:function`, comma-separated), so a process the
-kit did not start (a Prefect worker's flow run) registers the same providers as the one that configured it;
-`use_provider(hook)` does the same from code. Each hook runs once per process, before the first litellm call.
+and append their entries to `litellm.custom_provider_map` (this module then tells litellm's router about them).
+`$AGENT_LITELLM_PROVIDERS` names them (`package.module:function`, comma-separated), so a process the kit did not
+start (a Prefect worker's flow run) registers the same providers as the one that configured it; `use_provider(hook)`
+does the same from code. Each hook runs once per process, before the first litellm call.
 """
 
 from __future__ import annotations
