@@ -47,7 +47,8 @@ _done: set[str] = set()  # hooks that ran in this process
 def use_provider(hook: ProviderHook) -> None:
     """Register custom providers from code: `hook()` runs once, before this process's next litellm call."""
     with _lock:
-        _in_code.setdefault(f"{hook.__module__}:{hook.__qualname__}", hook)
+        name = f"{getattr(hook, '__module__', '?')}:{getattr(hook, '__qualname__', repr(hook))}"  # partials have none
+        _in_code.setdefault(name, hook)
 
 
 def _load() -> None:
@@ -176,6 +177,7 @@ def complete(messages: list[dict[str, str]], timeout_s: float, **kwargs: Any) ->
 
 def to_reply(response: ModelResponse, model: str, latency_ms: float) -> LLMReply:
     """A completion as plain data: the text or the first tool call's arguments, tokens, cost if litellm knows it."""
+    _load()
     import litellm
     from litellm.types.utils import ChatCompletionMessageToolCall, Choices
 
