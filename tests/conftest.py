@@ -13,6 +13,10 @@ from prefect_micro_agents.testing.scripted import ScriptedModel
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# The scripted model is a custom litellm provider, registered through the kit's generic hook like any other: in this
+# process and in every runner, worker and flow run the tests start (they inherit the environment; a test that builds
+# a child environment from scratch copies this variable).
+os.environ["AGENT_LITELLM_PROVIDERS"] = "prefect_micro_agents.testing:register"
 
 _real_connect = socket.socket.connect
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from prefect_micro_agents.evals.judge import decision_of, judge
 from prefect_micro_agents.evals.results import CaseResult, Report, TryResult, diff, pass_hat, summarize
 from prefect_micro_agents.evals.runner import run_cases
 from prefect_micro_agents.evals.suite import Expect, Suite, load_suite, save_suite
+from prefect_micro_agents.llm import PROVIDERS_ENV
 from prefect_micro_agents.testing.scripted import ScriptedModel
 from prefect_micro_agents.thread import ErrorEvent, ProposalEvent
 from prefect_micro_agents.tools import args_digest
@@ -129,6 +133,35 @@ def test_the_starter_suite_passes_with_scripted_golden_answers(capsys: pytest.Ca
     assert "deploy-feedback-backend-first" in out and "gate ok: pass^k 1.000 >= 1.000" in out
     assert "| deploy-feedback-backend-first | deploy | 2/2 | yes |" in (tmp_path / "reports" / "report.md").read_text()
     assert (tmp_path / "baseline.json").read_text() == (tmp_path / "reports" / "report.json").read_text()
+
+
+def test_scripted_answers_need_no_provider_setting(tmp_path: Path) -> None:
+    """The evals CLI registers its scripted provider itself (llm.use_provider), in a process whose environment names
+    no provider hook: what a user running `--scripted-answers golden` has."""
+    data = json.loads(STARTER.read_text())
+    data["cases"] = data["cases"][:2]
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps(data))
+    env = {k: v for k, v in os.environ.items() if k not in ("AGENT_MODEL", PROVIDERS_ENV)}
+    out = subprocess.run([sys.executable, "-m", "prefect_micro_agents.evals", "run", "--suite", str(suite),
+                          "--scripted-answers", "golden", "--k", "1", "--report-dir", str(tmp_path / "reports")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "gate ok" in out.stdout
+
+
+def test_recorded_answers_are_checked_before_any_model_call(tmp_path: Path) -> None:
+    """A reply is a call object or raw text (or a non-empty list of them): anything else names its case at load."""
+    from prefect_micro_agents.evals.answers import load_answers
+
+    cases = [c for c in load_suite(STARTER).cases if c.agent == "rollback"][:3]
+    path = tmp_path / "answers.json"
+    path.write_text(json.dumps({cases[0].id: "raw text", cases[1].id: 42, cases[2].id: []}))
+    with pytest.raises(ConfigurationError, match=rf"not so for: {cases[1].id}, {cases[2].id}$"):
+        load_answers(str(path), cases)
+    path.write_text(json.dumps({cases[0].id: "raw text", cases[1].id: ["a", {"call": {}}], cases[2].id: {}}))
+    answers = load_answers(str(path), cases)
+    assert [answers(cases[1], n) for n in range(3)] == ["a", {"call": {}}, "a"] and answers(cases[2], 0) == {}
 
 
 def test_a_wrong_label_fails_the_run_and_names_the_case(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from prefect_micro_agents.adapter.local_server import LocalPrefectServer
+from prefect_micro_agents.llm import PROVIDERS_ENV
 from prefect_micro_agents.testing.scripted import ScriptedModel
 from prefect_harness import Served, create_run, flow_state, lines, next_pause, wait_state
 from gate_support import BACKEND, DONE, SHA
@@ -32,7 +33,7 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_basic_auth_server(auth_server: LocalPrefectServer, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AGENT_"))}
-    env.update(auth_server.client_env(), AGENT_STATE_DIR=str(tmp_path / "state"))
+    env.update(auth_server.client_env(), AGENT_STATE_DIR=str(tmp_path / "state"), **{PROVIDERS_ENV: os.environ[PROVIDERS_ENV]})
     scripted = ScriptedModel(tmp_path / "model")
     scripted.enqueue(BACKEND, DONE)
     effects = tmp_path / "effects"

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -187,10 +188,16 @@ def test_preflight_reachable_endpoint_passes(monkeypatch: pytest.MonkeyPatch) ->
         server.server_close()
 
 
-def test_api_base_reaches_litellm(scripted: ScriptedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_api_base_reaches_litellm_for_every_model_but_the_local_one(
+    scripted: ScriptedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No model string is special but the kit's own `local/`: a custom provider gets $AGENT_API_BASE like any other."""
     monkeypatch.setenv("AGENT_API_BASE", "http://127.0.0.1:9/v1")
-    assert llm._target("openai/my-model") == {"model": "openai/my-model", "api_base": "http://127.0.0.1:9/v1"}
-    assert llm._target(scripted.model) == {"model": scripted.model}
+    assert llm.litellm_target("openai/my-model") == {"model": "openai/my-model", "api_base": "http://127.0.0.1:9/v1"}
+    assert llm.litellm_target(scripted.model) == {"model": scripted.model, "api_base": "http://127.0.0.1:9/v1"}
+    scripted.enqueue(BACKEND)
+    assert isinstance(llm.step(AGENT, deploy_context(), scripted.model), ProposalEvent)
+    assert scripted.requests()[-1]["api_base"] == "http://127.0.0.1:9/v1"
 
 
 def test_preflight_local_model_checks_packages_and_mode(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -227,3 +234,88 @@ def test_the_prompt_is_redacted_even_for_a_thread_nobody_redacted(monkeypatch: p
     sent = json.dumps(request.messages)
     assert canary not in sent and "short@" not in sent
     assert "[redacted:DEPLOY_TOKEN]" in sent and "https://ci:[redacted:url-password]@git.example.com" in sent
+
+
+def test_an_unknown_output_mode_names_its_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigurationError, match=r"mode='xml' is not an output mode; use one of: auto, json_schema"):
+        llm.build_request(AGENT, deploy_context(), "openai/gpt-4o-mini", mode="xml")
+    monkeypatch.setenv("AGENT_OUTPUT_MODE", "grammar")
+    with pytest.raises(ConfigurationError, match=r"AGENT_OUTPUT_MODE='grammar' is not an output mode"):
+        llm.build_request(AGENT, deploy_context(), "openai/gpt-4o-mini")
+    assert llm.build_request(AGENT, deploy_context(), "openai/gpt-4o-mini", mode="tools").mode == "tools"
+
+
+# Custom providers: hooks named in $AGENT_LITELLM_PROVIDERS run once per process, before its first litellm call.
+
+_FIXED_PROVIDER = '''
+"""A user's own litellm provider: always finishes. The hook only appends to litellm's custom-provider map."""
+import json
+from pathlib import Path
+
+CALLS = Path(__file__).with_name("hook-calls.log")
+
+
+def register():
+    import litellm
+    from litellm.llms.custom_llm import CustomLLM
+    from litellm.types.utils import Choices, Message, ModelResponse
+
+    with CALLS.open("a") as f:
+        f.write("register\\n")
+
+    class Fixed(CustomLLM):
+        def completion(self, model, messages, *args, **kwargs):
+            call = {"call": {"intent": "done_for_now", "message": "nothing to deploy"}}
+            return ModelResponse(choices=[Choices(index=0, message=Message(content=json.dumps(call), role="assistant"))])
+
+    litellm.custom_provider_map.append({"provider": "fixed", "custom_handler": Fixed()})
+'''
+
+
+def test_a_provider_hook_named_in_the_environment_registers_a_custom_provider_once(tmp_path: Path) -> None:
+    """A fresh process, as a worker's flow run is: nothing registers the provider but the variable."""
+    (tmp_path / "my_providers.py").write_text(_FIXED_PROVIDER)
+    code = (
+        "import os, sys\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from factories import AGENT, deploy_context\n"
+        "from prefect_micro_agents import llm\n"
+        "from prefect_micro_agents.errors import ConfigurationError\n"
+        "try:\n"
+        "    llm.preflight('fixed/any')\n"
+        "except ConfigurationError as exc:\n"
+        "    print('without:', exc)\n"
+        "os.environ['AGENT_LITELLM_PROVIDERS'] = 'my_providers:register'\n"
+        "print('preflight:', llm.preflight('fixed/any'))\n"
+        "for _ in range(2):\n"
+        "    print('step:', llm.step(AGENT, deploy_context(), 'fixed/any', mode='json_schema').intent)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("AGENT_MODEL", llm.PROVIDERS_ENV)}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("without: unknown model 'fixed/any'") and "AGENT_LITELLM_PROVIDERS" in lines[0]
+    assert lines[1:] == ["preflight: fixed/any", "step: done_for_now", "step: done_for_now"]
+    assert (tmp_path / "hook-calls.log").read_text() == "register\n"  # once per process, not once per call
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("my_providers", r"'my_providers' is not 'package\.module:function'"),
+        ("no_such_module_3f9a:register", r"cannot import 'no_such_module_3f9a'"),
+        ("json:no_such_function", r"'json' has no function 'no_such_function'"),
+        ("json:dumps", r"the provider hook json:dumps failed \(TypeError"),
+    ],
+)
+def test_a_bad_provider_hook_is_one_configuration_error_naming_the_variable(
+    scripted: ScriptedModel, monkeypatch: pytest.MonkeyPatch, value: str, fragment: str
+) -> None:
+    monkeypatch.setenv(llm.PROVIDERS_ENV, f"{os.environ[llm.PROVIDERS_ENV]}, {value}")
+    with pytest.raises(ConfigurationError, match=rf"^AGENT_LITELLM_PROVIDERS: .*{fragment}"):
+        llm.preflight(scripted.model)
+    scripted.enqueue(BACKEND)
+    with pytest.raises(ConfigurationError, match=rf"^AGENT_LITELLM_PROVIDERS: .*{fragment}"):
+        llm.step(AGENT, deploy_context(), scripted.model, backoff_s=0.01)
+    assert scripted.pending == 1 and scripted.requests() == []  # never retried, the model never asked

@@ -184,6 +184,7 @@ def test_the_stack_restarts_a_dead_runner_keeps_services_up_and_the_run_recovers
     notices the run and starts it again on the new runner, which finishes the deploy once; the stack reports
     the run completed. The test changes no state."""
     from prefect_micro_agents.failpoints import FAILPOINTS_ENV, arm
+    from prefect_micro_agents.llm import PROVIDERS_ENV
     from prefect_micro_agents.testing.scripted import ScriptedModel
     from flows.sample_app import load_manifest
 
@@ -192,7 +193,7 @@ def test_the_stack_restarts_a_dead_runner_keeps_services_up_and_the_run_recovers
     faults = tmp_path / "faults"
     model = ScriptedModel(tmp_path / "model")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AGENT_", "DEPLOY_"))}
-    env.update({"AGENT_MODEL": model.model, FAILPOINTS_ENV: str(faults)})
+    env.update({"AGENT_MODEL": model.model, PROVIDERS_ENV: os.environ[PROVIDERS_ENV], FAILPOINTS_ENV: str(faults)})
     port = free_port()
     stack = Stack(home, port, env, tmp_path / "stack.log")
     push_line = command(printed(stack, r"microagents push --sha [0-9a-f]{40}"))

@@ -88,7 +88,7 @@ def ensure_recovery_automations(tag: str = RECOVER_TAG, *, heartbeat_s: int | No
     beat = heartbeat_s or heartbeat_seconds()
     n = max_recoveries() if recoveries is None else recoveries
     window = 2 * beat
-    tagged = {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{tag}"}
+    tagged: dict[str, str | list[str]] = {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{tag}"}
     zombie_name, unstarted_name, retry_name = _names(tag)
     def crash_when_silent(name: str, what: str, opens: set[str], closes: set[str], seconds: int,
                           message: str) -> Any:
@@ -182,7 +182,7 @@ def executed_by(run_id: str | UUID) -> list[tuple[str, str]]:
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(str(run_id))])),
             task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="execute ")),
             sort=TaskRunSort.EXPECTED_START_TIME_ASC, limit=200)
-    return [(r.name, r.state.name if r.state else "?") for r in runs if r.name.startswith("execute ")]
+    return [(r.name, r.state.name if r.state and r.state.name else "?") for r in runs if r.name.startswith("execute ")]
 
 
 def begin_attempt() -> str | None:

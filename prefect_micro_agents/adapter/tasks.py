@@ -8,6 +8,7 @@ read back from storage: no new LLM call, no second execution.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from prefect import task
@@ -25,7 +26,7 @@ __all__ = ["execute_call", "llm_step", "run_scoped_key"]
 log = logging.getLogger(__name__)
 
 
-def run_scoped_key(name: str, *fields: str):  # noqa: ANN201 (a Prefect cache_key_fn)
+def run_scoped_key(name: str, *fields: str) -> Callable[[TaskRunContext, dict[str, Any]], str]:
     """A cache_key_fn for deterministic steps: `<name>-<flow run id>-<the named parameters>`.
 
     Use it on steps that run before the agent (staging deploy, tests) so a resumed run does not repeat them.
@@ -53,7 +54,9 @@ def llm_step(request: LLMRequest, thread_digest: str) -> LLMReply:
     The request is passed quoted: Prefect would otherwise walk every message and schema node looking for futures,
     which cost about 5 ms per step (tests/benchmarks/bench_gate.py).
     """
-    return _llm_task(quote(request), thread_digest, request.step)
+    quoted: Any = quote(request)  # Prefect hands the function the request itself
+    reply: LLMReply = _llm_task(quoted, thread_digest, request.step)
+    return reply
 
 
 def _execute_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -84,6 +87,6 @@ def execute_call(impl: ToolImpl, call: Tool, ctx: ToolContext) -> ResultEvent | 
     execute.__name__ = execute.__qualname__ = f"execute_{call.intent_name()}"
     # The run name says what ran, for people and for `microagents runs` (what a crashed run executed).
     shown = " ".join(f"{k}={str(v)[:12]}" for k, v in call.arguments().items())
-    runner = task(execute, name=f"execute {call.intent_name()}", persist_result=True, cache_key_fn=_execute_key,
+    runner = task(name=f"execute {call.intent_name()}", persist_result=True, cache_key_fn=_execute_key,
                   tags=list(tool_cls.concurrency_tags), task_run_name=f"execute {call.intent_name()} {shown}"[:120])
-    return runner(call=call.model_dump(mode="json"), ctx=ctx)
+    return runner(execute)(call=call.model_dump(mode="json"), ctx=ctx)

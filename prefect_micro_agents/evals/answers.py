@@ -60,14 +60,18 @@ def _from_file(path: Path, cases: Sequence[Case]) -> Answers:
     missing = [c.id for c in cases if c.id not in recorded]
     if missing:
         raise ConfigurationError(f"--scripted-answers {path} has no reply for: {', '.join(missing)}")
-
-    def answer(case: Case, n: int) -> str | dict[str, Any]:
-        replies = recorded[case.id]
-        if isinstance(replies, list):
-            return replies[n % len(replies)]
-        return replies
-
-    return answer
+    replies: dict[str, list[str | dict[str, Any]]] = {}
+    wrong = []
+    for case in cases:
+        given = recorded[case.id]
+        tries = given if isinstance(given, list) else [given]
+        replies[case.id] = [reply for reply in tries if isinstance(reply, str | dict)]
+        if not tries or len(replies[case.id]) < len(tries):
+            wrong.append(case.id)
+    if wrong:
+        raise ConfigurationError(f"--scripted-answers {path}: a reply is a call object or raw text, or a non-empty "
+                                 f"list of them; not so for: {', '.join(wrong)}")
+    return lambda case, n: replies[case.id][n % len(replies[case.id])]
 
 
 def load_answers(source: str, cases: Sequence[Case]) -> Answers:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pydantic import JsonValue
+
 from prefect_micro_agents.adapter.approvals import ApprovalsClient
 from prefect_micro_agents.errors import ConfigurationError
 from prefect_micro_agents.evals.suite import ArgCheck, CallPattern, Case, Expect, Suite
@@ -74,7 +76,7 @@ def cases_from_thread(thread: Thread, agent: str, run_id: str) -> list[Case]:
         if not decided:
             continue
         j, d = decided[-1]
-        source = {"run": run_id, "thread": thread.id, "proposal": p.id, "decision": d.decision, "by": d.approver}
+        source: dict[str, JsonValue] = {"run": run_id, "thread": thread.id, "proposal": p.id, "decision": d.decision, "by": d.approver}
         what = " ".join([p.intent, *(f"{k}={str(v)[:12]}" for k, v in _label(p.args).items())])
         if d.decision == "approved":
             cases.append(Case(id=f"run-{run_id[:8]}-{agent}-call{n}-approved", agent=agent, thread=thread.fork(i),

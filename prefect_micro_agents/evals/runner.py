@@ -18,8 +18,8 @@ from prefect_micro_agents.evals.answers import Answers
 from prefect_micro_agents.evals.judge import decision_of, judge
 from prefect_micro_agents.evals.results import CaseResult, TryResult
 from prefect_micro_agents.evals.suite import Case, resolve_agent
-from prefect_micro_agents.llm import step
-from prefect_micro_agents.testing.scripted import ScriptedModel
+from prefect_micro_agents.llm import step, use_provider
+from prefect_micro_agents.testing.scripted import ScriptedModel, register
 from prefect_micro_agents.thread import ProposalEvent
 from prefect_micro_agents.tools import Agent
 
@@ -57,6 +57,7 @@ def run_cases(
     with ExitStack() as stack:
         script = None
         if answers is not None:
+            use_provider(register)  # the scripted provider, through the same hook as any custom provider
             script = ScriptedModel(stack.enter_context(tempfile.TemporaryDirectory(prefix="evals-scripted-")))
             model = script.model
         for case in cases:

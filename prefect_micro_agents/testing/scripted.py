@@ -11,7 +11,10 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from litellm.types.utils import ModelResponse
 
 __all__ = ["ScriptExhausted", "ScriptedModel", "register"]
 
@@ -58,7 +61,10 @@ class ScriptedModel:
                 os.rename(path, self.directory / "used" / path.name)  # atomic: one consumer wins
             except FileNotFoundError:
                 continue
-            return json.loads((self.directory / "used" / path.name).read_text())
+            item = json.loads((self.directory / "used" / path.name).read_text())
+            if not isinstance(item, dict):
+                raise TypeError(f"{path.name} in {self.directory} is not a queued reply (written by hand?)")
+            return item
         raise ScriptExhausted(f"scripted model at {self.directory} has no reply queued")
 
     def record(self, request: dict[str, Any]) -> None:
@@ -74,7 +80,7 @@ class ScriptedModel:
         return len(list((self.directory / "queue").glob("*.json")))
 
 
-def _response(litellm: Any, item: dict[str, Any], optional_params: dict[str, Any], model: str) -> Any:
+def _response(item: dict[str, Any], optional_params: dict[str, Any], model: str) -> ModelResponse:
     from litellm.types.utils import ChatCompletionMessageToolCall, Choices, Function, Message, ModelResponse, Usage
 
     text = item["text"]
@@ -107,26 +113,49 @@ def _as_call(text: str) -> dict[str, Any] | None:
     return dict(data) if isinstance(data, dict) and "intent" in data else None
 
 
-def register(litellm: Any) -> None:
-    """Add the `scripted` provider to litellm's custom-provider map (once per process)."""
+def register() -> None:
+    """A provider hook (prefect_micro_agents.llm.provider): adds the `scripted` provider to litellm's custom-provider
+    map, once per process. Name it wherever model calls happen, for every process:
+    `AGENT_LITELLM_PROVIDERS=prefect_micro_agents.testing:register` (runners, workers and flow runs inherit it)."""
+    import litellm
+    from litellm.llms.custom_llm import CustomLLM
+
     if any(p.get("provider") == "scripted" for p in litellm.custom_provider_map):
         return
 
-    class _Handler(litellm.CustomLLM):  # type: ignore[misc,name-defined]
-        def completion(self, model: str, messages: list[Any], *args: Any, **kwargs: Any) -> Any:
+    class _Handler(CustomLLM):
+        def completion(self, model: str, messages: list[Any], *args: Any, **kwargs: Any) -> ModelResponse:
+            # litellm passes its arguments by keyword (CustomLLM.completion lists them; optional_params is the 8th)
             optional_params = kwargs.get("optional_params") or (args[7] if len(args) > 7 else {})
+            api_base = kwargs.get("api_base", args[0] if args else None)
             script = ScriptedModel(model)
-            script.record({"messages": messages, "optional_params": optional_params})
+            script.record({"messages": messages, "optional_params": optional_params, "api_base": api_base})
             try:
                 item = script.pop()
             except ScriptExhausted as exc:
-                raise litellm.BadRequestError(message=str(exc), model=model, llm_provider="scripted") from exc
+                raise _error("BadRequestError", str(exc), model) from exc
             if "error" in item:
-                error = getattr(litellm, item["error"])
-                if item["error"] == "Timeout":
-                    raise error(message=item["message"], model=model, llm_provider="scripted")
-                raise error(message=item["message"], llm_provider="scripted", model=model)
-            return _response(litellm, item, optional_params, model)
+                raise _error(item["error"], item["message"], model)
+            return _response(item, optional_params, model)
 
-    litellm.custom_provider_map = [*litellm.custom_provider_map, {"provider": "scripted", "custom_handler": _Handler()}]
-    litellm.utils.custom_llm_setup()
+    litellm.custom_provider_map.append({"provider": "scripted", "custom_handler": _Handler()})
+
+
+def _error(name: str, message: str, model: str) -> Exception:
+    """litellm's own exception for a queued failure, as a real provider's would be raised."""
+    from litellm import exceptions
+
+    match name:
+        case "RateLimitError":
+            return exceptions.RateLimitError(message=message, llm_provider="scripted", model=model)
+        case "Timeout":
+            return exceptions.Timeout(message=message, llm_provider="scripted", model=model)
+        case "APIConnectionError":
+            return exceptions.APIConnectionError(message=message, llm_provider="scripted", model=model)
+        case "ServiceUnavailableError":
+            return exceptions.ServiceUnavailableError(message=message, llm_provider="scripted", model=model)
+        case "AuthenticationError":
+            return exceptions.AuthenticationError(message=message, llm_provider="scripted", model=model)
+        case "BadRequestError":
+            return exceptions.BadRequestError(message=message, llm_provider="scripted", model=model)
+    raise ValueError(f"no scripted error {name!r}; one of {_ERRORS}")

@@ -27,9 +27,14 @@ sys.path.insert(0, str(HERE.parent))
 import executions  # noqa: E402
 from prefect_micro_agents.adapter.approvals import ApprovalsClient  # noqa: E402
 from prefect_micro_agents.adapter.local_server import LocalPrefectServer  # noqa: E402
+from prefect_micro_agents.llm import PROVIDERS_ENV  # noqa: E402
 from prefect_micro_agents.adapter.serving import RUNNER_POLL_ENV  # noqa: E402
 from prefect_micro_agents.testing.scripted import ScriptedModel  # noqa: E402
 from prefect_harness import Served, create_run, wait_state  # noqa: E402
+
+# The scripted model is a custom litellm provider, registered through the kit's hook here and in the runner and flow
+# runs started below (they inherit the environment).
+os.environ[PROVIDERS_ENV] = "prefect_micro_agents.testing:register"
 
 BACKEND = {"call": {"intent": "deploy_backend_to_prod", "sha": "9f8e7d6c5b4a"}}
 DONE = {"call": {"intent": "done_for_now", "message": "done"}}

@@ -24,7 +24,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import jsonschema  # noqa: E402
 
-from prefect_micro_agents import litellm_boundary, llm, local_model  # noqa: E402
+from prefect_micro_agents import llm, local_model  # noqa: E402
+from prefect_micro_agents.llm import provider, transport  # noqa: E402
 from prefect_micro_agents.thread import AnswerEvent, ContextEvent, ErrorEvent, ProposalEvent, ResultEvent, Thread  # noqa: E402
 from factories import AGENT, AT, NEW, OLD, decided, deploy_context, proposal  # noqa: E402
 
@@ -59,13 +60,11 @@ def threads(n: int) -> list[Thread]:
 def decide(thread: Thread) -> dict[str, Any]:
     """One decision exactly as llm.call_model makes it, keeping llama.cpp's timings from the raw response."""
     request = llm.build_request(AGENT, thread)
-    target = llm._target(request.model)
-    litellm = litellm_boundary.load(target["model"])
+    target = llm.litellm_target(request.model)
     started = time.perf_counter()
-    response = litellm.completion(messages=request.messages, timeout=600, num_retries=0, **target,
-                                  **llm._output_kwargs(litellm, request))
+    response = provider.complete(request.messages, 600, **target, **transport.output_kwargs(request))
     latency = time.perf_counter() - started
-    reply = litellm_boundary.to_reply(litellm, response, request.model, latency * 1000)
+    reply = provider.to_reply(response, request.model, latency * 1000)
     try:
         jsonschema.validate(json.loads(reply.text), request.schema_)
         event = llm.parse_reply(AGENT, thread, reply, request.step)
@@ -96,7 +95,7 @@ def main() -> int:
     print(f"machine: {len(os.sched_getaffinity(0))} cores, load average {os.getloadavg()[0]:.2f} (1 min) at start; "
           f"llama.cpp threads: {local_model._threads()}")
     started = time.perf_counter()
-    litellm_boundary.load("openai/x")
+    provider.supports_schema("openai/x")  # the first litellm call: imports it
     print(f"import litellm: {time.perf_counter() - started:.2f} s (paid by any model, not part of the cold start below)")
 
     cached = (local_model.cache_dir() / "gemma-3-270m-q4_k_m.gguf.sha256").exists()

@@ -37,12 +37,17 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from prefect_micro_agents.adapter.approvals import ApprovalsClient  # noqa: E402
 from prefect_micro_agents.adapter.local_server import LocalPrefectServer  # noqa: E402
 from prefect_micro_agents.adapter.recovery import ensure_recovery_automations  # noqa: E402
+from prefect_micro_agents.llm import PROVIDERS_ENV  # noqa: E402
 from prefect_micro_agents.testing.scripted import ScriptedModel  # noqa: E402
 from flows.sample_app import create_sample_app  # noqa: E402
 from flows.targets import LocalTargets  # noqa: E402
 from flows.targets.procscan import listener_pid, processes_with  # noqa: E402
 from flows.targets.settings import TargetSettings  # noqa: E402
 from prefect_harness import Served, create_run, next_pause  # noqa: E402
+
+# The scripted model is a custom litellm provider, registered through the kit's hook here and in the runner and flow
+# runs started below (they inherit the environment).
+os.environ[PROVIDERS_ENV] = "prefect_micro_agents.testing:register"
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}  # CRASHED is not final here: the retry automation picks it up
 
