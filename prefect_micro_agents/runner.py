@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from typing_extensions import assert_never
 
 from prefect_micro_agents import llm
-from prefect_micro_agents.execution import (
-    ToolContext,
-    ToolImpl,
-    check_implementations,
-    idempotency_key,
-    receipt,
-    record,
-    redact_thread,
-    run_tool,
-)
+from prefect_micro_agents.binding import Binding, ToolContext, check_bindings
+from prefect_micro_agents.execution import idempotency_key, receipt, record, redact_thread, run_tool_call
 from prefect_micro_agents.reducer import AskModel, AwaitAnswer, AwaitApproval, Escalate, Execute, Finish, Halted, next_action
 from prefect_micro_agents.thread import Event, ReceiptEvent, Thread
 from prefect_micro_agents.tools import Agent
@@ -31,7 +23,7 @@ log = logging.getLogger(__name__)
 def run_until_blocked(
     agent: Agent,
     thread: Thread,
-    tools_impl: Mapping[str, ToolImpl],
+    tools: Iterable[Binding[Any]],
     model: str | None = None,
     *,
     on_event: Callable[[Thread, Event], None] | None = None,
@@ -39,9 +31,10 @@ def run_until_blocked(
 ) -> Thread:
     """Returns the thread when the next action is a human's (approval, answer) or the agent has halted.
 
-    `on_event` sees the thread after every appended event: the place to persist it (nothing lost on a crash).
+    `tools`: a binding per tool that executes (`bind(Deploy, deploy)`). `on_event` sees the thread after every
+    appended event: the place to persist it (nothing lost on a crash).
     """
-    check_implementations(agent, tools_impl)
+    bound = check_bindings(agent, tools)
     thread = redact_thread(thread)  # the caller's events too (pre-fetched context): nothing secret goes further
 
     def add(event: Event) -> None:
@@ -63,7 +56,8 @@ def run_until_blocked(
                 if not started and (proof := receipt(action, key)) is not None:
                     add(proof)
                 ctx = ToolContext(key, thread.id, action.proposal.id, reconcile=started)
-                add(run_tool(agent, action, tools_impl[action.proposal.intent], ctx))
+                call = agent.call(action.proposal)
+                add(run_tool_call(call, bound[type(call)], ctx))
             case Finish() | Escalate():
                 add(action.event)
             case AwaitApproval() | AwaitAnswer() | Halted():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -25,17 +25,10 @@ from prefect_micro_agents.adapter.logredact import install_log_redaction
 from prefect_micro_agents.adapter.publish import artifact_key, publish_thread, request_markdown, thread_markdown
 from prefect_micro_agents.adapter.store import ThreadStore
 from prefect_micro_agents.adapter.tasks import execute_call, llm_step
+from prefect_micro_agents.binding import Binding, ToolContext, check_bindings
 from prefect_micro_agents.errors import ConfigurationError
+from prefect_micro_agents.execution import idempotency_key, receipt, record, redact_thread
 from prefect_micro_agents.failpoints import failpoint
-from prefect_micro_agents.execution import (
-    ToolContext,
-    ToolImpl,
-    check_implementations,
-    idempotency_key,
-    receipt,
-    record,
-    redact_thread,
-)
 from prefect_micro_agents.llm import build_request, parse_reply, resolve_model
 from prefect_micro_agents.reducer import (
     AskModel,
@@ -60,7 +53,7 @@ DEFAULT_APPROVAL_TIMEOUT_S = 24 * 3600
 def run_agent(
     agent: Agent,
     thread: Thread,
-    tools: Mapping[str, ToolImpl],
+    tools: Iterable[Binding[Any]],
     *,
     model: str | None = None,
     approval_timeout_s: float | None = None,
@@ -69,7 +62,8 @@ def run_agent(
 ) -> Thread:
     """Drive `agent` until it is done or escalates; suspends the flow run whenever a human must decide.
 
-    `on_event(thread, event)` is called after each event is recorded and persisted, replayed ones included.
+    `tools`: a binding per tool that executes (`bind(Deploy, deploy)`). `on_event(thread, event)` is called after
+    each event is recorded and persisted, replayed ones included.
     """
     from prefect import get_run_logger
     from prefect.runtime import flow_run
@@ -77,7 +71,7 @@ def run_agent(
     run_id = flow_run.get_id()
     if not run_id:
         raise ConfigurationError("run_agent must be called inside a Prefect flow run (a @flow function)")
-    check_implementations(agent, tools)
+    bound = check_bindings(agent, tools)
     install_log_redaction()  # this run's log records, to the API and the console, engine tracebacks included
     thread = redact_thread(thread)  # the pre-fetched context too, before it is stored, published or sent
     model = resolve_model(model)
@@ -134,10 +128,8 @@ def run_agent(
                 idem = idempotency_key(run_id, action)
                 if not thread.for_proposal(ReceiptEvent, p.id) and (proof := receipt(action, idem)) is not None:
                     add(proof)
-                tool_cls = agent.tool(p.intent)
-                assert tool_cls is not None
-                call = tool_cls.model_validate({"intent": p.intent, **p.args})
-                add(execute_call(tools[p.intent], call, ToolContext(idem, thread.id, p.id)))
+                call = agent.call(p)
+                add(execute_call(bound[type(call)], call, ToolContext(idem, thread.id, p.id)))
                 logger.info("%s step %d executed %s: %s", agent.name, model_steps(thread), _describe(p),
                             _describe(thread.events[-1]))
             case Finish() | Escalate():

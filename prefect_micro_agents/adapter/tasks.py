@@ -8,6 +8,7 @@ read back from storage: no new LLM call, no second execution.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from prefect import task
@@ -15,7 +16,8 @@ from prefect.context import TaskRunContext
 from prefect.utilities.annotations import quote
 
 from prefect_micro_agents.adapter.store import ExecutionLedger
-from prefect_micro_agents.execution import ToolContext, ToolImpl, redact_event, run_tool_call
+from prefect_micro_agents.binding import Binding, ToolContext
+from prefect_micro_agents.execution import redact_event, run_tool_call
 from prefect_micro_agents.llm import LLMReply, LLMRequest, call_model
 from prefect_micro_agents.thread import ErrorEvent, ResultEvent
 from prefect_micro_agents.tools import Tool
@@ -25,7 +27,7 @@ __all__ = ["execute_call", "llm_step", "run_scoped_key"]
 log = logging.getLogger(__name__)
 
 
-def run_scoped_key(name: str, *fields: str):  # noqa: ANN201 (a Prefect cache_key_fn)
+def run_scoped_key(name: str, *fields: str) -> Callable[[TaskRunContext, dict[str, Any]], str]:
     """A cache_key_fn for deterministic steps: `<name>-<flow run id>-<the named parameters>`.
 
     Use it on steps that run before the agent (staging deploy, tests) so a resumed run does not repeat them.
@@ -53,16 +55,17 @@ def llm_step(request: LLMRequest, thread_digest: str) -> LLMReply:
     The request is passed quoted: Prefect would otherwise walk every message and schema node looking for futures,
     which cost about 5 ms per step (tests/benchmarks/bench_gate.py).
     """
-    return _llm_task(quote(request), thread_digest, request.step)
+    quoted: Any = quote(request)  # Prefect hands the function the request itself
+    reply: LLMReply = _llm_task(quoted, thread_digest, request.step)
+    return reply
 
 
 def _execute_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     return f"exec-{parameters['ctx'].idempotency_key}"
 
 
-def execute_call(impl: ToolImpl, call: Tool, ctx: ToolContext) -> ResultEvent | ErrorEvent:
+def execute_call(binding: Binding[Any], call: Tool, ctx: ToolContext) -> ResultEvent | ErrorEvent:
     """Run an approved (or auto) call once, as a task over plain data (the call as JSON, the context)."""
-    tool_cls = type(call)
 
     def execute(call: dict[str, Any], ctx: ToolContext) -> ResultEvent | ErrorEvent:
         ledger = ExecutionLedger()
@@ -77,13 +80,13 @@ def execute_call(impl: ToolImpl, call: Tool, ctx: ToolContext) -> ResultEvent | 
             ledger.start(ctx.idempotency_key)
         ctx = ToolContext(ctx.idempotency_key, ctx.thread_id, ctx.proposal_id, reconcile=status == "started")
         # Redacted here, inside the task: the ledger and Prefect's stored result of this task never hold a secret.
-        event = redact_event(run_tool_call(tool_cls.model_validate(call), impl, ctx))
+        event = redact_event(run_tool_call(binding.parse(call), binding, ctx))
         ledger.finish(ctx.idempotency_key, event.model_dump(mode="json"))
         return event
 
     execute.__name__ = execute.__qualname__ = f"execute_{call.intent_name()}"
     # The run name says what ran, for people and for `microagents runs` (what a crashed run executed).
     shown = " ".join(f"{k}={str(v)[:12]}" for k, v in call.arguments().items())
-    runner = task(execute, name=f"execute {call.intent_name()}", persist_result=True, cache_key_fn=_execute_key,
-                  tags=list(tool_cls.concurrency_tags), task_run_name=f"execute {call.intent_name()} {shown}"[:120])
-    return runner(call=call.model_dump(mode="json"), ctx=ctx)
+    runner = task(name=f"execute {call.intent_name()}", persist_result=True, cache_key_fn=_execute_key,
+                  tags=list(binding.tool.concurrency_tags), task_run_name=f"execute {call.intent_name()} {shown}"[:120])
+    return runner(execute)(call=call.model_dump(mode="json"), ctx=ctx)
