@@ -31,7 +31,9 @@ class ToolContext:
     idempotency_key: str  # same key for the same approved call, however often it is retried
     thread_id: str
     proposal_id: str
-    reconcile: bool = False  # True: a previous attempt may have run; check whether the effect exists first
+    # True: an earlier attempt may have run this call; check whether its effect exists before acting again.
+    # Decided in one place for every runner: prefect_micro_agents.loop (its module docstring states the rule).
+    reconcile: bool = False
 
 
 ToolImpl: TypeAlias = Callable[[T, ToolContext], JsonValue]

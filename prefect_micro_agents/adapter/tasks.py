@@ -65,7 +65,11 @@ def _execute_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
 
 
 def execute_call(binding: Binding[Any], call: Tool, ctx: ToolContext) -> ResultEvent | ErrorEvent:
-    """Run an approved (or auto) call once, as a task over plain data (the call as JSON, the context)."""
+    """Run an approved (or auto) call once, as a task over plain data (the call as JSON, the context).
+
+    `ctx.reconcile` comes from the loop (prefect_micro_agents.loop), which read this same ledger (`began`) before
+    handing the call over; here the ledger only records the execution and returns a finished one's result.
+    """
 
     def execute(call: dict[str, Any], ctx: ToolContext) -> ResultEvent | ErrorEvent:
         ledger = ExecutionLedger()
@@ -78,7 +82,6 @@ def execute_call(binding: Binding[Any], call: Tool, ctx: ToolContext) -> ResultE
             log.warning("execution %s was started by an attempt that died; the tool reconciles", ctx.idempotency_key)
         else:
             ledger.start(ctx.idempotency_key)
-        ctx = ToolContext(ctx.idempotency_key, ctx.thread_id, ctx.proposal_id, reconcile=status == "started")
         # Redacted here, inside the task: the ledger and Prefect's stored result of this task never hold a secret.
         event = redact_event(run_tool_call(binding.parse(call), binding, ctx))
         ledger.finish(ctx.idempotency_key, event.model_dump(mode="json"))
