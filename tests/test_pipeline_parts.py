@@ -19,31 +19,32 @@ from prefect_micro_agents.tools import Tool
 from factories import NEW, OLD, full_deploy_thread
 from flows import prefetch, report
 from flows.targets import TargetConfigError
+from flows.targets.base import E2ECheck, E2EReport, EnvState, HistoryEntry, ServiceState
 from flows.targets.settings import TargetSettings
 from test_prompts import check_snapshot
 
 AT = datetime(2026, 11, 26, 12, tzinfo=UTC)
 
 
-def history(*rows: tuple[str, str, str, str]) -> list[dict[str, Any]]:
-    return [{"env": "production", "service": service, "action": action, "sha": sha, "status": status,
-             "started_at": f"2026-11-2{n}T10:00:00.123456+00:00", "finished_at": f"2026-11-2{n}T10:00:02.5+00:00",
-             "idempotency_key": f"key-{n}"}
-            for n, (service, action, sha, status) in enumerate(rows)]
+def history(*rows: tuple[str, str, str, str]) -> list[HistoryEntry]:
+    return [HistoryEntry.model_validate({
+        "env": "production", "service": service, "action": action, "sha": sha, "status": status,
+        "started_at": f"2026-11-2{n}T10:00:00.123456+00:00", "finished_at": f"2026-11-2{n}T10:00:02.5+00:00",
+        "idempotency_key": f"key-{n}"}) for n, (service, action, sha, status) in enumerate(rows)]
 
 
-def prod_state() -> dict[str, Any]:
+def prod_state() -> EnvState:
     """Production after the deploy of NEW (backend only) over OLD."""
     rows = history(("backend", "deploy", OLD, "succeeded"), ("frontend", "deploy", OLD, "succeeded"),
                    ("backend", "deploy", NEW, "succeeded"))
-    services = {"backend": {"sha": NEW}, "frontend": {"sha": OLD}}
-    return {"services": services, "history": rows}
+    services = {"backend": ServiceState(service="backend", sha=NEW), "frontend": ServiceState(service="frontend", sha=OLD)}
+    return EnvState(target="local", env="production", services=services, history=rows)
 
 
-E2E_FAILED = {"env": "production", "passed": False, "started_at": "2026-11-26T12:00:00+00:00", "duration_ms": 12.0,
-              "checks": [{"name": "backend_health", "ok": True, "detail": "GET /health: HTTP 200", "duration_ms": 2.0},
-                         {"name": "backend_version", "ok": False, "detail": "GET /api/version: HTTP 500",
-                          "duration_ms": 3.0}]}
+E2E_FAILED = E2EReport(
+    target="local", env="production", passed=False, started_at=datetime(2026, 11, 26, 12, tzinfo=UTC), duration_ms=12.0,
+    checks=[E2ECheck(name="backend_health", ok=True, detail="GET /health: HTTP 200", duration_ms=2.0),
+            E2ECheck(name="backend_version", ok=False, detail="GET /api/version: HTTP 500", duration_ms=3.0)])
 
 
 def rollback_thread() -> Thread:
@@ -122,7 +123,7 @@ def test_approved_rollback_runs_once_then_the_agent_finishes(scripted: ScriptedM
     # Rolled back once: the tool is no longer offered for that service.
     assert "rollback_backend" not in [t.intent_name() for t in ROLLBACK_AGENT.offered(thread)]
 
-    executed = [{**history(("backend", "rollback", OLD, "succeeded"))[0], "idempotency_key": ran[0][1]}]
+    executed = [history(("backend", "rollback", OLD, "succeeded"))[0].model_copy(update={"idempotency_key": ran[0][1]})]
     rows = report.agent_rows("rollback", thread, executed)
     assert [(r["step"], r["by"], r["outcome"], r["seconds"]) for r in rows] == [
         ("rollback: rollback_backend", "approved by carol", "ok: rolled back", 2.38),
