@@ -9,6 +9,8 @@ runs twice and the agents' threads are rebuilt byte for byte (their LLM steps ar
 The pre-fetched context in particular MUST come from cached tasks: production changes while the run is suspended.
 Every task that fetches context or results is `@redacted`: its return value is redacted inside the task, so what
 Prefect stores is exactly what the flow (and, on replay, the rebuilt thread) sees, and nothing secret is stored.
+Those tasks return the targets' pydantic models (`DeployResult`, `E2EReport`, `EnvState`, `RepoTags`), which Prefect
+persists as they are; the flow and the pure modules read their fields, never a dump indexed by strings.
 """
 
 # No `from __future__ import annotations` here: the runner loads this file from its entrypoint under another module
@@ -31,11 +33,12 @@ from agents.deploybot import DEPLOY_AGENT
 from prefect_micro_agents.llm import preflight
 from agents.rollback import ROLLBACK_AGENT
 from prefect_micro_agents.secrets import redact, redact_data, redacted
+from prefect_micro_agents.thread import Thread
 from flows import outcomes, prefetch, report
 from flows.production import deploy_tools, ensure_limit, rollback_tools
-from flows.targets.base import SERVICES
+from flows.targets.base import SERVICES, DeployResult, E2EReport, EnvState
 from flows.targets.errors import UnknownRevisionError
-from flows.targets.gitinfo import commits_between, recent_tags, tags_by_sha
+from flows.targets.gitinfo import RepoTags, commits_between, recent_tags, tags_by_sha
 from flows.targets.settings import TargetSettings
 
 __all__ = ["NEWEST_TAG", "REPORT_KEY", "deploy_pipeline", "is_newest_tag_ref"]
@@ -93,32 +96,31 @@ def resolve_sha(targets: TargetSettings, ref: str) -> str:
 @task(persist_result=True, cache_key_fn=run_scoped_key("staging-deploy", "service", "sha"),
       task_run_name="deploy {service} to staging")
 @redacted
-def deploy_to_staging(targets: TargetSettings, service: str, sha: str) -> dict[str, Any]:
-    result = targets.build().deploy(service, "staging", sha, idempotency_key=f"{_run_id()}:staging:{service}")
-    return result.model_dump(mode="json")
+def deploy_to_staging(targets: TargetSettings, service: str, sha: str) -> DeployResult:
+    return targets.build().deploy(service, "staging", sha, idempotency_key=f"{_run_id()}:staging:{service}")
 
 
 @task(persist_result=True, cache_key_fn=run_scoped_key("e2e", "env", "phase"), task_run_name="e2e {env} ({phase})")
 @redacted
-def run_e2e(targets: TargetSettings, env: str, phase: str) -> dict[str, Any]:
+def run_e2e(targets: TargetSettings, env: str, phase: str) -> E2EReport:
     """`phase` makes each e2e of a run its own step (after the deploy, after a rollback)."""
-    return targets.build().run_e2e(env).model_dump(mode="json")
+    return targets.build().run_e2e(env)
 
 
 @task(persist_result=True, cache_key_fn=run_scoped_key("state", "env", "phase"),
       task_run_name="state of {env} ({phase})")
 @redacted
-def fetch_state(targets: TargetSettings, env: str, phase: str) -> dict[str, Any]:
-    return targets.build().state(env).model_dump(mode="json")
+def fetch_state(targets: TargetSettings, env: str, phase: str) -> EnvState:
+    return targets.build().state(env)
 
 
 @task(persist_result=True, cache_key_fn=run_scoped_key("tags"), task_run_name="tags")
 @redacted
-def fetch_tags(targets: TargetSettings) -> dict[str, Any]:
+def fetch_tags(targets: TargetSettings) -> RepoTags:
     repo = targets.build().repo
     if repo is None:
-        return {"recent": "unknown: no repo in the target config", "by_sha": {}}
-    return {"recent": recent_tags(repo), "by_sha": tags_by_sha(repo)}
+        return RepoTags(recent="unknown: no repo in the target config", by_sha={})
+    return RepoTags(recent=recent_tags(repo), by_sha=tags_by_sha(repo))
 
 
 @task(persist_result=True, cache_key_fn=run_scoped_key("commits", "sha"), task_run_name="commits to {sha:.12}")
@@ -175,7 +177,7 @@ def deploy_pipeline(
         return finish(outcomes.Outcome("recovery_exhausted", exhausted, ok=False))
     staging = [deploy_to_staging(targets, service, full) for service in SERVICES]
     rows += [report.deploy_row(r) for r in staging]
-    staging_e2e = run_e2e(targets, "staging", "staging") if all(r["ok"] for r in staging) else None
+    staging_e2e = run_e2e(targets, "staging", "staging") if all(r.ok for r in staging) else None
     if staging_e2e is not None:
         rows.append(report.e2e_row(staging_e2e))
     if (stopped := outcomes.staging_outcome(full, staging, staging_e2e)) is not None:
@@ -191,22 +193,26 @@ def deploy_pipeline(
     deployed = run_agent(DEPLOY_AGENT, thread, deploy_tools(targets, full), model=model,
                          approval_timeout_s=approval_timeout_s)
     after = fetch_state(targets, "production", "after-deploy")
-    rows += report.agent_rows("deploy", deployed, after["history"])
-    facts: dict[str, Any] = {"before": prod, "deploy": deployed, "after": after}
+    rows += report.agent_rows("deploy", deployed, after.history)
+    prod_e2e: E2EReport | None = None
+    rollback: Thread | None = None
+    final: EnvState | None = None
+    again: E2EReport | None = None
     # What runs next follows what the deploy agent executed: nothing changed, nothing to test or roll back.
     if outcomes.needs_prod_e2e(deployed):
-        facts["prod_e2e"] = run_e2e(targets, "production", "after-deploy")
-        rows.append(report.e2e_row(facts["prod_e2e"], "after deploy"))
-    if outcomes.needs_rollback(facts.get("prod_e2e")):
-        thread = prefetch.rollback_thread(_run_id(), full, actor=actor, deployed=deployed,
-                                          prod_e2e=facts["prod_e2e"], prod=after, tags=tags)
-        facts["rollback"] = run_agent(ROLLBACK_AGENT, thread, rollback_tools(targets), model=model,
-                                      approval_timeout_s=approval_timeout_s)
-        facts["final"] = fetch_state(targets, "production", "after-rollback")
-        rows += report.agent_rows("rollback", facts["rollback"], facts["final"]["history"])
-        if outcomes.needs_e2e_again(facts["rollback"]):
-            facts["again"] = run_e2e(targets, "production", "after-rollback")
-            rows.append(report.e2e_row(facts["again"], "after rollback"))
-    return finish(outcomes.decide(full, **facts))
+        prod_e2e = run_e2e(targets, "production", "after-deploy")
+        rows.append(report.e2e_row(prod_e2e, "after deploy"))
+    if prod_e2e is not None and outcomes.needs_rollback(prod_e2e):
+        thread = prefetch.rollback_thread(_run_id(), full, actor=actor, deployed=deployed, prod_e2e=prod_e2e,
+                                          prod=after, tags=tags)
+        rollback = run_agent(ROLLBACK_AGENT, thread, rollback_tools(targets), model=model,
+                             approval_timeout_s=approval_timeout_s)
+        final = fetch_state(targets, "production", "after-rollback")
+        rows += report.agent_rows("rollback", rollback, final.history)
+        if outcomes.needs_e2e_again(rollback):
+            again = run_e2e(targets, "production", "after-rollback")
+            rows.append(report.e2e_row(again, "after rollback"))
+    return finish(outcomes.decide(full, before=prod, deploy=deployed, after=after, prod_e2e=prod_e2e,
+                                  rollback=rollback, final=final, again=again))
 
 

@@ -1,7 +1,7 @@
 """How a pipeline run ends, decided from what actually executed, never from what was asked for.
 
-Pure functions over plain data: the agents' threads (their `result` events), the target's state and e2e dumps. The
-flow asks `changes`/`needs_*` what to run next and `decide` how the run ended, so every path is unit-testable.
+Pure functions over the agents' threads (their `result` events) and the target's models (`EnvState`, `E2EReport`,
+`DeployResult`). The flow asks `changes`/`needs_*` what to run next and `decide` how the run ended, so every path is unit-testable.
 
 What counts as a change of production (the facts the deploy and rollback tools return, see flows.production):
 - a result with `noop` true changed nothing (the service already ran that release);
@@ -12,11 +12,10 @@ What counts as a change of production (the facts the deploy and rollback tools r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from prefect_micro_agents.commits import same_commit
 from prefect_micro_agents.thread import DecisionEvent, DoneEvent, ErrorEvent, EscalationEvent, ProposalEvent, ResultEvent, Thread
-from flows.targets.base import SERVICES
+from flows.targets.base import SERVICES, DeployResult, E2EReport, EnvState
 
 __all__ = [
     "Change",
@@ -106,20 +105,20 @@ def _tool_errors(thread: Thread) -> bool:
     return any(e.kind in ("tool_error", "approval_expired") for e in thread.of_type(ErrorEvent))
 
 
-def _versions(state: dict[str, Any]) -> str:
+def _versions(state: EnvState) -> str:
     """'backend on 89a13a9aaf27, frontend on 02e3d4935a78' ('nothing runs there yet' when empty)."""
-    running = {s: state["services"][s]["sha"] for s in SERVICES}
+    running = {s: state.services[s].sha for s in SERVICES}
     if not any(running.values()):
         return "nothing runs there yet"
     return ", ".join(f"{s} on {sha[:12]}" if sha else f"no {s}" for s, sha in running.items())
 
 
-def _failing(e2e: dict[str, Any]) -> str:
-    return ", ".join(c["name"] for c in e2e["checks"] if not c["ok"])
+def _failing(e2e: E2EReport | None) -> str:
+    return ", ".join(c.name for c in e2e.checks if not c.ok) if e2e is not None else ""
 
 
-def _runs_everywhere(state: dict[str, Any], sha: str) -> bool:
-    return all(same_commit(state["services"][s]["sha"], sha) for s in SERVICES)
+def _runs_everywhere(state: EnvState, sha: str) -> bool:
+    return all(same_commit(state.services[s].sha, sha) for s in SERVICES)
 
 
 def needs_prod_e2e(deploy: Thread) -> bool:
@@ -127,28 +126,27 @@ def needs_prod_e2e(deploy: Thread) -> bool:
     return bool(changes(deploy))
 
 
-def needs_rollback(prod_e2e: dict[str, Any] | None) -> bool:
-    return prod_e2e is not None and not prod_e2e["passed"]
+def needs_rollback(prod_e2e: E2EReport | None) -> bool:
+    return prod_e2e is not None and not prod_e2e.passed
 
 
 def needs_e2e_again(rollback: Thread | None) -> bool:
     return bool(changes(rollback))
 
 
-def staging_outcome(sha: str, deploys: list[dict[str, Any]], e2e: dict[str, Any] | None) -> Outcome | None:
+def staging_outcome(sha: str, deploys: list[DeployResult], e2e: E2EReport | None) -> Outcome | None:
     """None when staging passed; otherwise the run ends here, before any agent and with production untouched."""
-    broken = [r["message"] for r in deploys if not r["ok"]]
-    if not broken and e2e is not None and e2e["passed"]:
+    broken = [r.message for r in deploys if not r.ok]
+    if not broken and e2e is not None and e2e.passed:
         return None
-    why = "; ".join(broken) or f"failed checks: {_failing(e2e or {'checks': []})}"
+    why = "; ".join(broken) or f"failed checks: {_failing(e2e)}"
     return Outcome("staging_failed", f"staging rejected {sha[:12]}: {why}. Nothing was deployed to production.",
                    ok=False)
 
 
-def decide(sha: str, *, before: dict[str, Any], deploy: Thread, after: dict[str, Any],
-           prod_e2e: dict[str, Any] | None = None, rollback: Thread | None = None,
-           final: dict[str, Any] | None = None, again: dict[str, Any] | None = None) -> Outcome:
-    """The outcome of a run whose staging passed. Production states are target `state()` dumps: `before` the deploy
+def decide(sha: str, *, before: EnvState, deploy: Thread, after: EnvState, prod_e2e: E2EReport | None = None,
+           rollback: Thread | None = None, final: EnvState | None = None, again: E2EReport | None = None) -> Outcome:
+    """The outcome of a run whose staging passed. Production states are the target's `state()`: `before` the deploy
     agent, `after` it, `final` after the rollback agent; e2e reports: `prod_e2e` after the deploy, `again` after the
     rollback. Facts a path needs but lacks (say, changes but no prod_e2e) are a caller bug and raise ValueError."""
     deployed = changes(deploy)
@@ -157,7 +155,7 @@ def decide(sha: str, *, before: dict[str, Any], deploy: Thread, after: dict[str,
     if prod_e2e is None:
         raise ValueError("the deploy agent changed production: the outcome needs the production e2e report")
     what = describe(deployed)
-    if prod_e2e["passed"]:
+    if prod_e2e.passed:
         return _deployed(sha, what, deployed, deploy, after)
     failed = f"production e2e failed ({_failing(prod_e2e)}) after this run deployed {what}"
     if rollback is None or final is None:
@@ -175,14 +173,14 @@ def decide(sha: str, *, before: dict[str, Any], deploy: Thread, after: dict[str,
     if again is None:
         raise ValueError("the rollback agent changed production: the outcome needs the e2e report after it")
     back = describe(rolled, verb="to ")
-    if again["passed"]:
+    if again.passed:
         return Outcome("rolled_back", f"{failed}; rolled back {back}; production e2e passes again "
                                       f"({_versions(final)})", ok=False)
     return Outcome("rollback_failed", f"{failed}; still failing after rolling back {back} ({_failing(again)}); "
                                       f"production: {_versions(final)}. A human must look now", ok=False)
 
 
-def _nothing_deployed(sha: str, before: dict[str, Any], deploy: Thread, after: dict[str, Any]) -> Outcome:
+def _nothing_deployed(sha: str, before: EnvState, deploy: Thread, after: EnvState) -> Outcome:
     """The deploy agent changed nothing: production is as it was; it is neither tested nor rolled back."""
     if _runs_everywhere(before, sha):
         return Outcome("already_deployed", f"production already runs {sha[:12]} ({_versions(after)}); "
@@ -197,9 +195,9 @@ def _nothing_deployed(sha: str, before: dict[str, Any], deploy: Thread, after: d
                                    f"{_said(deploy)}", ok=not _tool_errors(deploy))
 
 
-def _deployed(sha: str, what: str, deployed: list[Change], deploy: Thread, after: dict[str, Any]) -> Outcome:
+def _deployed(sha: str, what: str, deployed: list[Change], deploy: Thread, after: EnvState) -> Outcome:
     """Something was deployed and production e2e passes: complete, partial, or stopped by an escalation."""
-    missing = [s for s in SERVICES if not same_commit(after["services"][s]["sha"], sha)]
+    missing = [s for s in SERVICES if not same_commit(after.services[s].sha, sha)]
     skipped = _not_run(deploy)
     note = f" ({'; '.join(skipped)})" if skipped and missing else ""
     where = f"production e2e passes ({_versions(after)})"

@@ -17,10 +17,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from agents.deploybot import PRODUCTION_LIMIT
-from prefect_micro_agents.execution import ToolContext, ToolImpl
-from prefect_micro_agents.tools import Tool
-from flows.targets.base import DeployResult
+from agents.deploybot import PRODUCTION_LIMIT, DeployBackendToProd, DeployFrontendToProd
+from agents.rollback import RollbackBackend, RollbackFrontend
+from prefect_micro_agents import Binding, ToolContext, bind
+from flows.targets.base import DeployResult, Service
 from flows.targets.errors import TargetError
 from flows.targets.settings import TargetSettings
 
@@ -54,40 +54,46 @@ def _output(result: DeployResult, ctx: ToolContext) -> dict[str, Any]:
     return out
 
 
-def _deploy(settings: TargetSettings, service: str, sha: str) -> ToolImpl:
-    def impl(call: Tool, ctx: ToolContext) -> dict[str, Any]:
-        target = settings.build()
-        asked = call.sha  # type: ignore[attr-defined]
-        resolved = target.resolve(asked)  # without a repo (command targets) a prefix comes back as it is
-        if resolved != sha and not sha.startswith(resolved):
-            raise OutOfScopeError(f"this run deploys {sha[:12]} only; {asked} is another commit")
-        # On reconcile the same idempotency key makes the target finish the interrupted call in its history entry
-        # (flows/targets/local.py), return its recorded result, or find the release already running.
-        result = target.deploy(service, "production", sha, idempotency_key=ctx.idempotency_key)
-        return _output(result, ctx)
-
-    return impl
+def _deploy(settings: TargetSettings, service: Service, sha: str,
+            call: DeployBackendToProd | DeployFrontendToProd, ctx: ToolContext) -> dict[str, Any]:
+    target = settings.build()
+    resolved = target.resolve(call.sha)  # without a repo (command targets) a prefix comes back as it is
+    if resolved != sha and not sha.startswith(resolved):
+        raise OutOfScopeError(f"this run deploys {sha[:12]} only; {call.sha} is another commit")
+    # On reconcile the same idempotency key makes the target finish the interrupted call in its history entry
+    # (flows/targets/local.py), return its recorded result, or find the release already running.
+    return _output(target.deploy(service, "production", sha, idempotency_key=ctx.idempotency_key), ctx)
 
 
-def _rollback(settings: TargetSettings, service: str) -> ToolImpl:
-    def impl(call: Tool, ctx: ToolContext) -> dict[str, Any]:
-        target = settings.build()
-        to = target.resolve(call.to)  # type: ignore[attr-defined]
-        if target.repo is None:  # no git to expand a prefix: match the releases production has run
-            known = {h.sha for h in target.state("production").history if h.sha.startswith(to)}
-            to = known.pop() if len(known) == 1 else to
-        result = target.rollback(service, "production", to, idempotency_key=ctx.idempotency_key)
-        return _output(result, ctx)
-
-    return impl
+def _rollback(settings: TargetSettings, service: Service, call: RollbackBackend | RollbackFrontend,
+              ctx: ToolContext) -> dict[str, Any]:
+    target = settings.build()
+    to = target.resolve(call.to)
+    if target.repo is None:  # no git to expand a prefix: match the releases production has run
+        known = {h.sha for h in target.state("production").history if h.sha.startswith(to)}
+        to = known.pop() if len(known) == 1 else to
+    return _output(target.rollback(service, "production", to, idempotency_key=ctx.idempotency_key), ctx)
 
 
-def deploy_tools(settings: TargetSettings, sha: str) -> dict[str, ToolImpl]:
+def deploy_tools(settings: TargetSettings, sha: str) -> list[Binding[Any]]:
     """Implementations of the deploy agent's executing tools, bound to this run's targets and SHA."""
-    return {"deploy_backend_to_prod": _deploy(settings, "backend", sha),
-            "deploy_frontend_to_prod": _deploy(settings, "frontend", sha)}
+
+    def backend(call: DeployBackendToProd, ctx: ToolContext) -> dict[str, Any]:
+        return _deploy(settings, "backend", sha, call, ctx)
+
+    def frontend(call: DeployFrontendToProd, ctx: ToolContext) -> dict[str, Any]:
+        return _deploy(settings, "frontend", sha, call, ctx)
+
+    return [bind(DeployBackendToProd, backend), bind(DeployFrontendToProd, frontend)]
 
 
-def rollback_tools(settings: TargetSettings) -> dict[str, ToolImpl]:
+def rollback_tools(settings: TargetSettings) -> list[Binding[Any]]:
     """Implementations of the rollback agent's executing tools."""
-    return {"rollback_backend": _rollback(settings, "backend"), "rollback_frontend": _rollback(settings, "frontend")}
+
+    def backend(call: RollbackBackend, ctx: ToolContext) -> dict[str, Any]:
+        return _rollback(settings, "backend", call, ctx)
+
+    def frontend(call: RollbackFrontend, ctx: ToolContext) -> dict[str, Any]:
+        return _rollback(settings, "frontend", call, ctx)
+
+    return [bind(RollbackBackend, backend), bind(RollbackFrontend, frontend)]

@@ -1,7 +1,8 @@
 """The final report of a pipeline run as table rows: what ran, who approved what, timings, outcome.
 
-Pure: rows come from the step results the flow already holds (cached task outputs), the agent threads (decisions,
-receipts, results) and the target's history (execution times, joined on the idempotency key of each receipt).
+Pure: rows come from the step results the flow already holds (cached task outputs: the target's models), the agent
+threads (decisions, receipts, results) and the target's history (execution times, joined on the idempotency key of
+each receipt).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from prefect_micro_agents.thread import (
     ResultEvent,
     Thread,
 )
+from flows.targets.base import DeployResult, E2EReport, HistoryEntry
 
 __all__ = ["COLUMNS", "agent_rows", "deploy_row", "e2e_row", "outcome_row", "step_row"]
 
@@ -46,26 +48,26 @@ def step_row(step: str, detail: str, outcome: str, *, by: str = "pipeline", at: 
             "seconds": None if seconds is None else round(seconds, 2), "outcome": _short(outcome, 120)}
 
 
-def deploy_row(result: dict[str, Any]) -> dict[str, Any]:
-    """A staging deploy (a target DeployResult dump)."""
-    outcome = "no-op" if result["noop"] else ("ok" if result["ok"] else "FAILED")
-    return step_row(f"{result['action']} {result['service']} to {result['env']}", result["message"], outcome,
-                    at=result["finished_at"], seconds=result["duration_ms"] / 1000)
+def deploy_row(result: DeployResult) -> dict[str, Any]:
+    """A staging deploy."""
+    outcome = "no-op" if result.noop else ("ok" if result.ok else "FAILED")
+    return step_row(f"{result.action} {result.service} to {result.env}", result.message, outcome,
+                    at=result.finished_at, seconds=result.duration_ms / 1000)
 
 
-def e2e_row(report: dict[str, Any], label: str = "") -> dict[str, Any]:
-    failed = [c["name"] for c in report["checks"] if not c["ok"]]
-    detail = f"{len(report['checks']) - len(failed)}/{len(report['checks'])} checks passed"
+def e2e_row(report: E2EReport, label: str = "") -> dict[str, Any]:
+    failed = [c.name for c in report.checks if not c.ok]
+    detail = f"{len(report.checks) - len(failed)}/{len(report.checks)} checks passed"
     if failed:
         detail += f"; failed: {', '.join(failed)}"
-    step = f"e2e {report['env']}" + (f" ({label})" if label else "")
-    return step_row(step, detail, "passed" if report["passed"] else "FAILED",
-                    at=report["started_at"], seconds=report["duration_ms"] / 1000)
+    step = f"e2e {report.env}" + (f" ({label})" if label else "")
+    return step_row(step, detail, "passed" if report.passed else "FAILED",
+                    at=report.started_at, seconds=report.duration_ms / 1000)
 
 
-def agent_rows(agent: str, thread: Thread, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def agent_rows(agent: str, thread: Thread, history: list[HistoryEntry]) -> list[dict[str, Any]]:
     """One row per proposal (with its decisions and execution) and one for how the agent ended."""
-    executions = {h["idempotency_key"]: h for h in history if h.get("idempotency_key")}
+    executions = {h.idempotency_key: h for h in history if h.idempotency_key}
     void = {thread.events[i] for i in void_decisions(thread)}
     rows = []
     for p in thread.of_type(ProposalEvent):
@@ -83,10 +85,9 @@ def agent_rows(agent: str, thread: Thread, history: list[dict[str, Any]]) -> lis
         error = next(iter(thread.for_proposal(ErrorEvent, p.id)), None)
         if receipt is not None and receipt.idempotency_key in executions:
             h = executions[receipt.idempotency_key]
-            at = h["started_at"]
-            if h["finished_at"]:
-                seconds = (datetime.fromisoformat(h["finished_at"]) - datetime.fromisoformat(h["started_at"])) \
-                    .total_seconds()
+            at = h.started_at
+            if h.finished_at:
+                seconds = (h.finished_at - h.started_at).total_seconds()
         if result is not None:
             out = result.output if isinstance(result.output, dict) else {}
             outcome = ("no-op" if out.get("noop") else "ok" if out.get("ok") else "FAILED") + \

@@ -1,10 +1,11 @@
 """prefect-micro-agents: small, focused LLM micro-agents inside deterministic Prefect flows.
 
 An agent is a declaration (`Agent`: a name, its `Tool` classes, its prompt template); `run_agent` drives it inside a
-Prefect flow run and suspends the run whenever a human must approve a proposed call or answer a question. Everything
-else is ordinary, typed Python.
+Prefect flow run with an implementation bound to each tool that executes (`bind(Deploy, deploy)`, where `deploy`
+takes a `Deploy` call), and suspends the run whenever a human must approve a proposed call or answer a question.
+Everything else is ordinary, typed Python.
 
-    from prefect_micro_agents import Agent, Tool, run_agent
+    from prefect_micro_agents import Agent, Tool, ToolContext, bind, run_agent
 
 `run_agent` and the other Prefect-side names import Prefect when first used, so the CLI and the plain-Python parts
 start fast.
@@ -14,8 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from prefect_micro_agents.binding import Binding, ToolContext, ToolImpl, bind
 from prefect_micro_agents.errors import AgentError, ConfigurationError, ProviderError, ThreadError
-from prefect_micro_agents.execution import ToolContext, ToolImpl
 from prefect_micro_agents.secrets import redact, redacted, register_secret
 from prefect_micro_agents.thread import (
     AnswerEvent, ContextEvent, DecisionEvent, DoneEvent, ErrorEvent, Event, ProposalEvent, ReceiptEvent, ResultEvent,
@@ -34,6 +35,7 @@ __all__ = [
     "AgentError",
     "AnswerEvent",
     "ApprovalsClient",
+    "Binding",
     "ConfigurationError",
     "ContextEvent",
     "DecisionEvent",
@@ -54,6 +56,7 @@ __all__ = [
     "ToolContext",
     "ToolImpl",
     "TriggerEvent",
+    "bind",
     "failed",
     "redact",
     "redacted",

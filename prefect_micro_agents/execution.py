@@ -3,43 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, JsonValue
+from pydantic import BaseModel
 
-from prefect_micro_agents.errors import ConfigurationError
+from prefect_micro_agents.binding import Binding, ToolContext
 from prefect_micro_agents.reducer import Execute, apply
 from prefect_micro_agents.secrets import redact_data, secret_values
 from prefect_micro_agents.thread import ErrorEvent, Event, ReceiptEvent, ResultEvent, Thread
-from prefect_micro_agents.tools import Agent, Tool
+from prefect_micro_agents.tools import Tool
 
-__all__ = ["ToolContext", "ToolImpl", "check_implementations", "idempotency_key", "receipt", "record", "redact_event",
-           "redact_thread", "run_tool", "run_tool_call"]
+__all__ = ["idempotency_key", "receipt", "record", "redact_event", "redact_thread", "run_tool_call"]
 
 log = logging.getLogger(__name__)
 E = TypeVar("E", bound=BaseModel)
-
-
-@dataclass(frozen=True)
-class ToolContext:
-    """What a tool implementation gets besides its arguments."""
-
-    idempotency_key: str  # same key for the same approved call, however often it is retried
-    thread_id: str
-    proposal_id: str
-    reconcile: bool = False  # True: a previous attempt may have run; check whether the effect exists first
-
-
-ToolImpl = Callable[[Tool, ToolContext], JsonValue]
-
-
-def check_implementations(agent: Agent, impls: Mapping[str, ToolImpl]) -> None:
-    """Every tool that executes needs an implementation; say which are missing before anything runs."""
-    missing = [t.intent_name() for t in agent.tools if t.policy in ("auto", "approve") and t.intent_name() not in impls]
-    if missing:
-        raise ConfigurationError(f"agent {agent.name!r} has no implementation for: {', '.join(missing)}")
 
 
 def idempotency_key(scope: str, action: Execute) -> str:
@@ -60,17 +37,11 @@ def receipt(action: Execute, key: str) -> ReceiptEvent | None:
     )
 
 
-def run_tool(agent: Agent, action: Execute, impl: ToolImpl, ctx: ToolContext) -> ResultEvent | ErrorEvent:
-    tool_cls = agent.tool(action.proposal.intent)
-    assert tool_cls is not None, "next_action only executes known tools"
-    return run_tool_call(tool_cls.model_validate({"intent": action.proposal.intent, **action.proposal.args}), impl, ctx)
-
-
-def run_tool_call(call: Tool, impl: ToolImpl, ctx: ToolContext) -> ResultEvent | ErrorEvent:
+def run_tool_call(call: Tool, binding: Binding[Any], ctx: ToolContext) -> ResultEvent | ErrorEvent:
     """Run the call; an exception from the tool becomes a short error event the model sees (factor 9)."""
     intent = call.intent_name()
     try:
-        output = impl(call, ctx)
+        output = binding.run(call, ctx)
     except Exception as exc:  # tool failures are data for the model; control signals (BaseException) pass
         log.warning("tool %s failed: %s", intent, type(exc).__name__)
         message = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
@@ -80,7 +51,8 @@ def run_tool_call(call: Tool, impl: ToolImpl, ctx: ToolContext) -> ResultEvent |
 
 def redact_event(event: E, secrets: list[tuple[str, str]] | None = None) -> E:
     """The same event with every secret in it redacted (prefect_micro_agents.secrets)."""
-    return redact_data(event, secret_values() if secrets is None else secrets)
+    redacted: E = redact_data(event, secret_values() if secrets is None else secrets)
+    return redacted
 
 
 def redact_thread(thread: Thread, secrets: list[tuple[str, str]] | None = None) -> Thread:

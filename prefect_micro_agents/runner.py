@@ -1,27 +1,19 @@
-"""The loop in plain Python (no Prefect): drive an agent until it needs a human, is done, or escalates."""
+"""The agent loop in plain Python (no Prefect): drive an agent until it needs a human, is done, or escalates."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from typing_extensions import assert_never
-
 from prefect_micro_agents import llm
-from prefect_micro_agents.execution import (
-    ToolContext,
-    ToolImpl,
-    check_implementations,
-    idempotency_key,
-    receipt,
-    record,
-    redact_thread,
-    run_tool,
-)
-from prefect_micro_agents.reducer import AskModel, AwaitAnswer, AwaitApproval, Escalate, Execute, Finish, Halted, next_action
-from prefect_micro_agents.thread import Event, ReceiptEvent, Thread
-from prefect_micro_agents.tools import Agent
+from prefect_micro_agents.binding import Binding, ToolContext
+from prefect_micro_agents.execution import run_tool_call
+from prefect_micro_agents.loop import drive
+from prefect_micro_agents.reducer import Action, AwaitAnswer, AwaitApproval
+from prefect_micro_agents.thread import AnswerEvent, DecisionEvent, ErrorEvent, Event, ProposalEvent, ResultEvent, Thread
+from prefect_micro_agents.tools import Agent, Tool
 
 __all__ = ["run_until_blocked"]
 
@@ -31,7 +23,7 @@ log = logging.getLogger(__name__)
 def run_until_blocked(
     agent: Agent,
     thread: Thread,
-    tools_impl: Mapping[str, ToolImpl],
+    tools: Iterable[Binding[Any]],
     model: str | None = None,
     *,
     on_event: Callable[[Thread, Event], None] | None = None,
@@ -39,34 +31,41 @@ def run_until_blocked(
 ) -> Thread:
     """Returns the thread when the next action is a human's (approval, answer) or the agent has halted.
 
-    `on_event` sees the thread after every appended event: the place to persist it (nothing lost on a crash).
+    `tools`: a binding per tool that executes (`bind(Deploy, deploy)`). `on_event` sees the thread after every
+    appended event: the place to persist it (nothing lost on a crash). A caller records humans' decisions and
+    answers itself (`reducer.apply`) and calls again.
     """
-    check_implementations(agent, tools_impl)
-    thread = redact_thread(thread)  # the caller's events too (pre-fetched context): nothing secret goes further
+    return drive(agent, thread, tools, _Plain(agent, thread.id, model, llm_options, on_event))
 
-    def add(event: Event) -> None:
-        nonlocal thread
-        thread = record(thread, event)
-        log.info("%s: %s", agent.name, thread.events[-1].type)
-        if on_event is not None:
-            on_event(thread, thread.events[-1])
 
-    while True:
-        action = next_action(agent, thread)
-        match action:
-            case AskModel():
-                add(llm.step(agent, thread, model, **llm_options))
-            case Execute():
-                key = idempotency_key(thread.id, action)
-                # A receipt without a result means an earlier attempt may have run the tool: reconcile, not re-run.
-                started = bool(thread.for_proposal(ReceiptEvent, action.proposal.id))
-                if not started and (proof := receipt(action, key)) is not None:
-                    add(proof)
-                ctx = ToolContext(key, thread.id, action.proposal.id, reconcile=started)
-                add(run_tool(agent, action, tools_impl[action.proposal.intent], ctx))
-            case Finish() | Escalate():
-                add(action.event)
-            case AwaitApproval() | AwaitAnswer() | Halted():
-                return thread
-            case _:
-                assert_never(action)
+@dataclass(frozen=True)
+class _Plain:
+    """Side effects in this process: the model called directly, tools run directly, no human waited for."""
+
+    agent: Agent
+    scope: str  # the thread id: a retry of the same approved call in the same thread carries the same key
+    model: str | None
+    llm_options: dict[str, Any]
+    on_event: Callable[[Thread, Event], None] | None
+
+    def ask_model(self, thread: Thread, step: int) -> ProposalEvent | ErrorEvent:
+        return llm.step(self.agent, thread, self.model, **self.llm_options)
+
+    def ask_human(self, thread: Thread, wait: AwaitApproval | AwaitAnswer) -> DecisionEvent | AnswerEvent | None:
+        return None  # the caller asks, records the answer, and calls again
+
+    def began(self, key: str) -> bool:
+        return False  # no record of its own: the thread (persisted by the caller) is the record
+
+    def execute(self, binding: Binding[Any], call: Tool, ctx: ToolContext) -> ResultEvent | ErrorEvent:
+        return run_tool_call(call, binding, ctx)
+
+    def recorded(self, thread: Thread, cause: Action | None) -> None:
+        if cause is None:
+            return
+        log.info("%s: %s", self.agent.name, thread.events[-1].type)
+        if self.on_event is not None:
+            self.on_event(thread, thread.events[-1])
+
+    def halted(self, thread: Thread, outcome: str) -> None:
+        pass

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from prefect_micro_agents.commits import is_sha, same_commit
-from prefect_micro_agents.errors import ConfigurationError
+from prefect_micro_agents.errors import ConfigurationError, ThreadError
 from prefect_micro_agents.thread import digest_of
 
 if TYPE_CHECKING:
@@ -49,7 +49,8 @@ class Tool(BaseModel):
 
     @classmethod
     def intent_name(cls) -> str:
-        annotation = cls.model_fields["intent"].annotation if "intent" in cls.model_fields else None
+        field = cls.model_fields.get("intent")
+        annotation = field.annotation if field is not None else None
         values = typing.get_args(annotation)
         if typing.get_origin(annotation) is not Literal or len(values) != 1:
             raise ConfigurationError(f"{cls.__name__} must declare `intent: Literal['<name>']` with one name")
@@ -139,6 +140,13 @@ class Agent:
 
     def tool(self, intent: str) -> type[Tool] | None:
         return self.by_intent.get(intent)
+
+    def call(self, proposal: ProposalEvent) -> Tool:
+        """The proposal as a call of its tool class: what an implementation receives."""
+        tool = self.tool(proposal.intent)
+        if tool is None:
+            raise ThreadError(f"proposal {proposal.id} names {proposal.intent!r}, not a tool of agent {self.name!r}")
+        return tool.model_validate({"intent": proposal.intent, **proposal.args})
 
     def offered(self, thread: Thread) -> tuple[type[Tool], ...]:
         """The tools available for the next step; terminal tools are always offered so the agent can stop."""

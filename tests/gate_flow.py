@@ -20,13 +20,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from prefect import flow, task  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
-from agents.deploybot import DEPLOY_AGENT  # noqa: E402
+from agents.deploybot import DEPLOY_AGENT, DeployBackendToProd, DeployFrontendToProd  # noqa: E402
+from prefect_micro_agents import ToolContext, bind  # noqa: E402
 from prefect_micro_agents.adapter import failed, run_agent, run_scoped_key  # noqa: E402
 from prefect_micro_agents.adapter.recovery import RECOVER_TAG, begin_attempt  # noqa: E402
 from prefect_micro_agents.adapter.serving import serve_deployments  # noqa: E402
-from prefect_micro_agents.execution import ToolContext  # noqa: E402
 from prefect_micro_agents.thread import ContextEvent, Event, Thread, TriggerEvent  # noqa: E402
-from prefect_micro_agents.tools import Tool  # noqa: E402
 
 
 def _append(effects: Path, name: str, line: str) -> None:
@@ -49,14 +48,14 @@ def staging_step(sha: str, effects_dir: str) -> dict[str, Any]:
 
 
 def deploy_tool(service: str, effects: Path) -> Any:
-    def impl(call: Tool, ctx: ToolContext) -> dict[str, Any]:
+    def impl(call: DeployBackendToProd | DeployFrontendToProd, ctx: ToolContext) -> dict[str, Any]:
         log = effects / f"{service}.log"
         if ctx.reconcile and log.exists() and ctx.idempotency_key in log.read_text():
-            return {"service": service, "sha": call.sha, "reconciled": True}  # type: ignore[attr-defined]
+            return {"service": service, "sha": call.sha, "reconciled": True}
         _fault(effects, "mid")
-        _append(effects, f"{service}.log", f"{ctx.idempotency_key} {call.sha}")  # type: ignore[attr-defined]
+        _append(effects, f"{service}.log", f"{ctx.idempotency_key} {call.sha}")
         _fault(effects, "after")
-        return {"service": service, "sha": call.sha}  # type: ignore[attr-defined]
+        return {"service": service, "sha": call.sha}
 
     return impl
 
@@ -80,8 +79,8 @@ def gate_demo(sha: str, effects_dir: str, model: str, approval_timeout_s: float 
         if event.type == "decision" and event.decision == "approved":
             _fault(effects, "approval")
 
-    tools = {"deploy_backend_to_prod": deploy_tool("backend", effects),
-             "deploy_frontend_to_prod": deploy_tool("frontend", effects)}
+    tools = [bind(DeployBackendToProd, deploy_tool("backend", effects)),
+             bind(DeployFrontendToProd, deploy_tool("frontend", effects))]
     final = run_agent(DEPLOY_AGENT, thread, tools, model=model, approval_timeout_s=approval_timeout_s, on_event=on_event)
     return final.events[-1].type
 

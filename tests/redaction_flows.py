@@ -18,10 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from prefect import flow, task  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
-from prefect_micro_agents.adapter import run_agent  # noqa: E402
+from prefect_micro_agents import ToolContext, bind, run_agent  # noqa: E402
 from prefect_micro_agents.adapter.tasks import execute_call  # noqa: E402
-from agents.deploybot import DEPLOY_AGENT  # noqa: E402
-from prefect_micro_agents.execution import ToolContext  # noqa: E402
+from agents.deploybot import DEPLOY_AGENT, DeployBackendToProd, DeployFrontendToProd  # noqa: E402
 from prefect_micro_agents.thread import ContextEvent, Thread, TriggerEvent  # noqa: E402
 from prefect_micro_agents.tools import Tool  # noqa: E402
 
@@ -41,7 +40,7 @@ def agent_flow(model: str) -> str:
         ContextEvent(name="commits_since_prod", payload=[
             {"sha": SHA, "subject": f"ci: rotate the deploy token to {os.environ['DEPLOY_TOKEN']}"}]),
     ))
-    unused = {"deploy_backend_to_prod": leaky, "deploy_frontend_to_prod": leaky}
+    unused = [bind(DeployBackendToProd, leaky), bind(DeployFrontendToProd, leaky)]
     final = run_agent(DEPLOY_AGENT, thread, unused, model=model)
     fails(return_state=True)  # the engine logs the failure with its traceback; the flow goes on
     return final.events[-1].type
@@ -54,9 +53,9 @@ def leaky(call: Tool, ctx: ToolContext) -> dict[str, Any]:
 @flow(name="redaction-execute", persist_result=True)
 def execute_flow() -> dict[str, Any]:
     """An approved call whose tool echoes a secret: the ledger and the task's stored result must not hold it."""
-    call = DEPLOY_AGENT.tool("deploy_backend_to_prod").model_validate({"intent": "deploy_backend_to_prod", "sha": SHA})
+    call = DeployBackendToProd(intent="deploy_backend_to_prod", sha=SHA)
     ctx = ToolContext(f"redaction-{flow_run.get_id()}", "thread", "proposal-1")
-    return execute_call(leaky, call, ctx).model_dump(mode="json")
+    return execute_call(bind(DeployBackendToProd, leaky), call, ctx).model_dump(mode="json")
 
 
 @flow(name="redaction-report", persist_result=True)

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from agents.deploybot import DEPLOY_AGENT
+from agents.deploybot import DEPLOY_AGENT, DeployBackendToProd, DeployFrontendToProd
+from prefect_micro_agents import bind
 from prefect_micro_agents.errors import ConfigurationError
 from prefect_micro_agents.llm import LLMReply, build_request, parse_reply
 from prefect_micro_agents.reducer import AwaitAnswer, AwaitApproval, apply, next_action
@@ -141,7 +142,7 @@ def test_a_model_that_repeats_itself_is_stopped_in_code_and_the_human_sees_it_on
     def deploy(call: Any, ctx: Any) -> dict[str, Any]:
         return {"ok": True}
 
-    impls = {"deploy_backend_to_prod": deploy, "deploy_frontend_to_prod": deploy}
+    impls = [bind(DeployBackendToProd, deploy), bind(DeployFrontendToProd, deploy)]
     scripted.enqueue(
         call("deploy_frontend_to_prod", sha=NEW[:12]),
         call("deploy_frontend_to_prod", sha=NEW[:12]),  # the same call right after "deploy the backend first"

@@ -10,18 +10,26 @@ import pytest
 from prefect_micro_agents.thread import DoneEvent, ErrorEvent, EscalationEvent, ProposalEvent, ResultEvent, Thread
 from factories import NEW, OLD, decided, deploy_context, proposal
 from flows import outcomes, prefetch
+from flows.targets.base import DeployResult, E2ECheck, E2EReport, EnvState, ServiceState
+from flows.targets.gitinfo import RepoTags
 
 OTHER = "7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c"
 
 
-def state(backend: str | None, frontend: str | None) -> dict[str, Any]:
-    return {"services": {"backend": {"sha": backend}, "frontend": {"sha": frontend}}, "history": []}
+def state(backend: str | None, frontend: str | None) -> EnvState:
+    return EnvState(target="local", env="production", history=[], services={
+        "backend": ServiceState(service="backend", sha=backend), "frontend": ServiceState(service="frontend", sha=frontend)})
 
 
-def e2e(*failing: str) -> dict[str, Any]:
+def e2e(*failing: str) -> E2EReport:
     names = ["backend_health", "backend_version", "frontend_health", "frontend_backend_compatible"]
-    return {"env": "production", "passed": not failing,
-            "checks": [{"name": n, "ok": n not in failing, "detail": "", "duration_ms": 1.0} for n in names]}
+    return E2EReport(target="local", env="production", passed=not failing,
+                     checks=[E2ECheck(name=n, ok=n not in failing, detail="", duration_ms=1.0) for n in names])
+
+
+def staged(ok: bool, message: str) -> DeployResult:
+    return DeployResult(target="local", env="staging", service="backend", action="deploy", sha=NEW, ok=ok,
+                        message=message)
 
 
 class Story:
@@ -203,20 +211,21 @@ def test_missing_facts_are_a_caller_bug() -> None:
 
 
 def test_staging() -> None:
-    ok = {"ok": True, "message": "done"}
+    ok = staged(True, "done")
     assert outcomes.staging_outcome(NEW, [ok, ok], e2e()) is None
     failed = outcomes.staging_outcome(NEW, [ok, ok], e2e("backend_version"))
     assert failed == outcomes.Outcome("staging_failed", f"staging rejected {NEW[:12]}: failed checks: backend_version."
                                                         " Nothing was deployed to production.", ok=False)
-    broken = outcomes.staging_outcome(NEW, [{"ok": False, "message": "health check failed"}, ok], None)
+    broken = outcomes.staging_outcome(NEW, [staged(False, "health check failed"), ok], None)
     assert broken is not None and "staging rejected" in broken.message and "health check failed" in broken.message
 
 
 def test_the_rollback_agent_is_told_what_was_deployed() -> None:
     deploy = Story().run("deploy_backend_to_prod", "backend", NEW).done()
-    prod = {"services": {s: {"sha": NEW if s == "backend" else OLD, "status": "running", "healthy": True,
-                             "started_at": None} for s in ("backend", "frontend")}, "history": []}
+    prod = EnvState(target="local", env="production", history=[], services={
+        s: ServiceState(service=s, sha=NEW if s == "backend" else OLD, status="running", healthy=True)
+        for s in ("backend", "frontend")})
     thread = prefetch.rollback_thread("run", NEW, actor="ci", deployed=deploy, prod_e2e=e2e("backend_version"),
-                                      prod=prod, tags={"by_sha": {}})
+                                      prod=prod, tags=RepoTags(recent=[], by_sha={}))
     assert thread.events[0].request == (f"production e2e failed after this run (for {NEW}) deployed backend "
                                         f"{NEW[:12]}; put production back on a working release")

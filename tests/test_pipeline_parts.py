@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from prefect_micro_agents.execution import ToolContext
+from prefect_micro_agents import ToolContext, bind
 from prefect_micro_agents.prompts import build_messages
 from prefect_micro_agents.reducer import AwaitApproval, Halted, apply, next_action
-from agents.rollback import ROLLBACK_AGENT
+from agents.rollback import ROLLBACK_AGENT, RollbackBackend, RollbackFrontend
 from prefect_micro_agents.runner import run_until_blocked
 from prefect_micro_agents.testing.scripted import ScriptedModel
 from prefect_micro_agents.thread import ContextEvent, DecisionEvent, ReceiptEvent, Thread, TriggerEvent
@@ -19,31 +19,32 @@ from prefect_micro_agents.tools import Tool
 from factories import NEW, OLD, full_deploy_thread
 from flows import prefetch, report
 from flows.targets import TargetConfigError
+from flows.targets.base import E2ECheck, E2EReport, EnvState, HistoryEntry, ServiceState
 from flows.targets.settings import TargetSettings
 from test_prompts import check_snapshot
 
 AT = datetime(2026, 11, 26, 12, tzinfo=UTC)
 
 
-def history(*rows: tuple[str, str, str, str]) -> list[dict[str, Any]]:
-    return [{"env": "production", "service": service, "action": action, "sha": sha, "status": status,
-             "started_at": f"2026-11-2{n}T10:00:00.123456+00:00", "finished_at": f"2026-11-2{n}T10:00:02.5+00:00",
-             "idempotency_key": f"key-{n}"}
-            for n, (service, action, sha, status) in enumerate(rows)]
+def history(*rows: tuple[str, str, str, str]) -> list[HistoryEntry]:
+    return [HistoryEntry.model_validate({
+        "env": "production", "service": service, "action": action, "sha": sha, "status": status,
+        "started_at": f"2026-11-2{n}T10:00:00.123456+00:00", "finished_at": f"2026-11-2{n}T10:00:02.5+00:00",
+        "idempotency_key": f"key-{n}"}) for n, (service, action, sha, status) in enumerate(rows)]
 
 
-def prod_state() -> dict[str, Any]:
+def prod_state() -> EnvState:
     """Production after the deploy of NEW (backend only) over OLD."""
     rows = history(("backend", "deploy", OLD, "succeeded"), ("frontend", "deploy", OLD, "succeeded"),
                    ("backend", "deploy", NEW, "succeeded"))
-    services = {"backend": {"sha": NEW}, "frontend": {"sha": OLD}}
-    return {"services": services, "history": rows}
+    services = {"backend": ServiceState(service="backend", sha=NEW), "frontend": ServiceState(service="frontend", sha=OLD)}
+    return EnvState(target="local", env="production", services=services, history=rows)
 
 
-E2E_FAILED = {"env": "production", "passed": False, "started_at": "2026-11-26T12:00:00+00:00", "duration_ms": 12.0,
-              "checks": [{"name": "backend_health", "ok": True, "detail": "GET /health: HTTP 200", "duration_ms": 2.0},
-                         {"name": "backend_version", "ok": False, "detail": "GET /api/version: HTTP 500",
-                          "duration_ms": 3.0}]}
+E2E_FAILED = E2EReport(
+    target="local", env="production", passed=False, started_at=datetime(2026, 11, 26, 12, tzinfo=UTC), duration_ms=12.0,
+    checks=[E2ECheck(name="backend_health", ok=True, detail="GET /health: HTTP 200", duration_ms=2.0),
+            E2ECheck(name="backend_version", ok=False, detail="GET /api/version: HTTP 500", duration_ms=3.0)])
 
 
 def rollback_thread() -> Thread:
@@ -93,7 +94,7 @@ def test_a_service_without_a_previous_release_is_not_offered(scripted: ScriptedM
     thread = rollback_thread()
     assert [t.intent_name() for t in ROLLBACK_AGENT.offered(thread)] == ["rollback_backend", "escalate", "done_for_now"]
     scripted.enqueue(call("rollback_frontend", to=OLD[:12]), call("escalate", message="frontend cannot go back"))
-    thread = run_until_blocked(ROLLBACK_AGENT, thread, {"rollback_backend": _never, "rollback_frontend": _never},
+    thread = run_until_blocked(ROLLBACK_AGENT, thread, [bind(RollbackBackend, _never), bind(RollbackFrontend, _never)],
                                scripted.model)
     assert [e.type for e in thread.events[-3:]] == ["error", "proposal", "done"]
     assert thread.events[-3].kind == "unknown_intent"
@@ -107,12 +108,12 @@ def _never(call: Tool, ctx: ToolContext) -> Any:
 def test_approved_rollback_runs_once_then_the_agent_finishes(scripted: ScriptedModel) -> None:
     ran: list[tuple[str, str]] = []
 
-    def rollback(call: Tool, ctx: ToolContext) -> dict[str, Any]:
-        ran.append((call.to, ctx.idempotency_key))  # type: ignore[attr-defined]
+    def rollback(call: RollbackBackend, ctx: ToolContext) -> dict[str, Any]:
+        ran.append((call.to, ctx.idempotency_key))
         return {"service": "backend", "sha": OLD, "ok": True, "noop": False, "message": "rolled back"}
 
     scripted.enqueue(call("rollback_backend", to=OLD[:12]), call("done_for_now", message="backend back on v1.0.0"))
-    impls = {"rollback_backend": rollback, "rollback_frontend": _never}
+    impls = [bind(RollbackBackend, rollback), bind(RollbackFrontend, _never)]
     thread = run_until_blocked(ROLLBACK_AGENT, rollback_thread(), impls, scripted.model)
     assert thread.events[-1].type == "proposal" and ran == []
     thread = run_until_blocked(ROLLBACK_AGENT, approve(thread), impls, scripted.model)
@@ -122,7 +123,7 @@ def test_approved_rollback_runs_once_then_the_agent_finishes(scripted: ScriptedM
     # Rolled back once: the tool is no longer offered for that service.
     assert "rollback_backend" not in [t.intent_name() for t in ROLLBACK_AGENT.offered(thread)]
 
-    executed = [{**history(("backend", "rollback", OLD, "succeeded"))[0], "idempotency_key": ran[0][1]}]
+    executed = [history(("backend", "rollback", OLD, "succeeded"))[0].model_copy(update={"idempotency_key": ran[0][1]})]
     rows = report.agent_rows("rollback", thread, executed)
     assert [(r["step"], r["by"], r["outcome"], r["seconds"]) for r in rows] == [
         ("rollback: rollback_backend", "approved by carol", "ok: rolled back", 2.38),
@@ -158,8 +159,8 @@ def test_the_deploy_tool_refuses_another_commit_before_touching_production(tmp_p
 
     sample = create_sample_app(tmp_path / "repo")
     settings = TargetSettings(root=str(tmp_path / "envs"), repo=sample.repo)
-    tool = deploy_tools(settings, sample.sha("v1.2.0"))["deploy_backend_to_prod"]
+    tool = next(b for b in deploy_tools(settings, sample.sha("v1.2.0")) if b.tool is DeployBackendToProd)
     other = DeployBackendToProd(intent="deploy_backend_to_prod", sha=sample.sha("v1.1.0")[:12])
     with pytest.raises(OutOfScopeError, match="this run deploys .* only"):
-        tool(other, ToolContext("key", "thread", "p1"))
+        tool.run(other, ToolContext("key", "thread", "p1"))
     assert settings.build().state("production").history == []

@@ -8,15 +8,14 @@ from typing import Any
 
 import pytest
 
-from agents.deploybot import DEPLOY_AGENT
+from agents.deploybot import DEPLOY_AGENT, DeployBackendToProd, DeployFrontendToProd
+from prefect_micro_agents import Binding, ToolContext, bind
 from prefect_micro_agents.errors import ConfigurationError
-from prefect_micro_agents.execution import ToolContext
 from prefect_micro_agents.prompts import render_thread
 from prefect_micro_agents.reducer import AwaitApproval, Halted, apply, next_action
 from prefect_micro_agents.runner import run_until_blocked
 from prefect_micro_agents.testing.scripted import ScriptedModel
 from prefect_micro_agents.thread import DecisionEvent, Event, ReceiptEvent, ResultEvent, Thread
-from prefect_micro_agents.tools import Tool
 from factories import NEW, deploy_context
 
 
@@ -27,16 +26,14 @@ class FakeProd:
         self.running: dict[str, str] = {}
         self.calls: list[tuple[str, str, str]] = []
 
-    def deploy(self, service: str) -> Any:
-        def impl(call: Tool, ctx: ToolContext) -> dict[str, Any]:
-            self.calls.append((service, call.sha, ctx.idempotency_key))  # type: ignore[attr-defined]
-            self.running[service] = call.sha  # type: ignore[attr-defined]
-            return {"service": service, "sha": call.sha, "ok": True}  # type: ignore[attr-defined]
+    def deploy(self, service: str, call: DeployBackendToProd | DeployFrontendToProd, ctx: ToolContext) -> dict[str, Any]:
+        self.calls.append((service, call.sha, ctx.idempotency_key))
+        self.running[service] = call.sha
+        return {"service": service, "sha": call.sha, "ok": True}
 
-        return impl
-
-    def impls(self) -> dict[str, Any]:
-        return {"deploy_backend_to_prod": self.deploy("backend"), "deploy_frontend_to_prod": self.deploy("frontend")}
+    def impls(self) -> list[Binding[Any]]:
+        return [bind(DeployBackendToProd, lambda call, ctx: self.deploy("backend", call, ctx)),
+                bind(DeployFrontendToProd, lambda call, ctx: self.deploy("frontend", call, ctx))]
 
 
 def decide(thread: Thread, decision: str, feedback: str = "") -> Thread:
@@ -101,12 +98,14 @@ def test_three_malformed_outputs_escalate(scripted: ScriptedModel) -> None:
 
 
 def test_a_failing_tool_is_an_error_the_model_sees(scripted: ScriptedModel) -> None:
-    def broken(call: Tool, ctx: ToolContext) -> Any:
+    def broken(call: DeployBackendToProd | DeployFrontendToProd, ctx: ToolContext) -> Any:
         raise RuntimeError("health check timed out after 30s")
 
+    impls = [bind(DeployBackendToProd, broken), bind(DeployFrontendToProd, broken)]
+
     scripted.enqueue(call("deploy_backend_to_prod", sha=NEW), call("done_for_now", message="gave up"))
-    thread = run_until_blocked(DEPLOY_AGENT, deploy_context(), {"deploy_backend_to_prod": broken, "deploy_frontend_to_prod": broken}, scripted.model)
-    thread = run_until_blocked(DEPLOY_AGENT, decide(thread, "approved"), {"deploy_backend_to_prod": broken, "deploy_frontend_to_prod": broken}, scripted.model)
+    thread = run_until_blocked(DEPLOY_AGENT, deploy_context(), impls, scripted.model)
+    thread = run_until_blocked(DEPLOY_AGENT, decide(thread, "approved"), impls, scripted.model)
     error = [e for e in thread.events if e.type == "error"][0]
     assert error.kind == "tool_error" and "health check timed out" in error.message
     assert "health check timed out" in scripted.requests()[1]["messages"][1]["content"]
@@ -114,7 +113,7 @@ def test_a_failing_tool_is_an_error_the_model_sees(scripted: ScriptedModel) -> N
 
 def test_missing_implementation_is_a_configuration_error(scripted: ScriptedModel) -> None:
     with pytest.raises(ConfigurationError, match="no implementation for: deploy_frontend_to_prod"):
-        run_until_blocked(DEPLOY_AGENT, deploy_context(), {"deploy_backend_to_prod": FakeProd().deploy("b")}, scripted.model)
+        run_until_blocked(DEPLOY_AGENT, deploy_context(), FakeProd().impls()[:1], scripted.model)
     assert scripted.requests() == []
 
 
@@ -122,9 +121,9 @@ def test_canary_secret_never_reaches_prompt_or_thread(scripted: ScriptedModel, m
     canary = "canary-7f3a9c1e-do-not-leak"
     monkeypatch.setenv("DEPLOY_TOKEN", canary)
 
-    def leaky(call: Tool, ctx: ToolContext) -> Any:
+    def leaky(call: DeployBackendToProd | DeployFrontendToProd, ctx: ToolContext) -> Any:
         token = os.environ["DEPLOY_TOKEN"]  # the tool legitimately uses the secret ...
-        if call.sha == NEW:  # type: ignore[attr-defined]
+        if call.sha == NEW:
             return {"command": f"deploy --token {token} --sha {call.sha}", "ok": True}  # ... and echoes it back
         raise RuntimeError(f"auth failed for token {token}")
 
@@ -133,7 +132,7 @@ def test_canary_secret_never_reaches_prompt_or_thread(scripted: ScriptedModel, m
         call("deploy_frontend_to_prod", sha="0000000"),
         call("done_for_now", message="done"),
     )
-    impls = {"deploy_backend_to_prod": leaky, "deploy_frontend_to_prod": leaky}
+    impls = [bind(DeployBackendToProd, leaky), bind(DeployFrontendToProd, leaky)]
     thread = run_until_blocked(DEPLOY_AGENT, deploy_context(), impls, scripted.model)
     thread = run_until_blocked(DEPLOY_AGENT, decide(thread, "approved"), impls, scripted.model)
     thread = run_until_blocked(DEPLOY_AGENT, decide(thread, "approved"), impls, scripted.model)

@@ -6,9 +6,11 @@ import os
 import subprocess
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from flows.targets.errors import TargetError
 
-__all__ = ["commits_between", "recent_tags", "tags_by_sha"]
+__all__ = ["RepoTags", "commits_between", "recent_tags", "tags_by_sha"]
 
 _SEP = "\x1f"
 
@@ -19,6 +21,13 @@ def _git(repo: Path, *args: str) -> str:
     if proc.returncode != 0:
         raise TargetError(f"git {' '.join(args)} failed in {repo}: {proc.stderr.strip()}")
     return proc.stdout
+
+
+class RepoTags(BaseModel):
+    """The repository's tags as the pre-fetch step shows them: the newest (or why they are unknown), and per SHA."""
+
+    recent: list[dict[str, str]] | str
+    by_sha: dict[str, list[str]]
 
 
 def tags_by_sha(repo: Path) -> dict[str, list[str]]:

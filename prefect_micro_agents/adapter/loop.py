@@ -1,4 +1,5 @@
-"""run_agent: the micro-agent loop inside a Prefect flow, with approvals as flow-run suspensions.
+"""run_agent: the micro-agent loop (prefect_micro_agents.loop) inside a Prefect flow, with approvals as flow-run
+suspensions. The loop decides what happens next; this module supplies its side effects (`_FlowRun`).
 
 Durability rules (why this file looks the way it does):
 - On resume the flow function runs again from the top. Every step must therefore come back identical: model
@@ -13,43 +14,32 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
-
-from typing_extensions import assert_never
 
 from prefect_micro_agents.adapter.forms import answer_form, answer_key, answer_of, approval_form, approval_key, decision_of
 from prefect_micro_agents.adapter.logredact import install_log_redaction
 from prefect_micro_agents.adapter.publish import artifact_key, publish_thread, request_markdown, thread_markdown
-from prefect_micro_agents.adapter.store import ThreadStore
+from prefect_micro_agents.adapter.store import ExecutionLedger, ThreadStore
 from prefect_micro_agents.adapter.tasks import execute_call, llm_step
+from prefect_micro_agents.binding import Binding, ToolContext
 from prefect_micro_agents.errors import ConfigurationError
-from prefect_micro_agents.failpoints import failpoint
-from prefect_micro_agents.execution import (
-    ToolContext,
-    ToolImpl,
-    check_implementations,
-    idempotency_key,
-    receipt,
-    record,
-    redact_thread,
-)
 from prefect_micro_agents.llm import build_request, parse_reply, resolve_model
-from prefect_micro_agents.reducer import (
-    AskModel,
-    AwaitAnswer,
-    AwaitApproval,
-    Escalate,
-    Execute,
-    Finish,
-    Halted,
-    model_steps,
-    next_action,
+from prefect_micro_agents.loop import drive
+from prefect_micro_agents.reducer import Action, AskModel, AwaitAnswer, AwaitApproval, Execute, model_steps
+from prefect_micro_agents.thread import (
+    AnswerEvent,
+    DecisionEvent,
+    ErrorEvent,
+    Event,
+    ProposalEvent,
+    ResultEvent,
+    Thread,
 )
-from prefect_micro_agents.thread import AnswerEvent, DecisionEvent, Event, ProposalEvent, ReceiptEvent, Thread
-from prefect_micro_agents.tools import Agent
+from prefect_micro_agents.tools import Agent, Tool
 
 __all__ = ["APPROVAL_TIMEOUT_ENV", "run_agent"]
 
@@ -60,7 +50,7 @@ DEFAULT_APPROVAL_TIMEOUT_S = 24 * 3600
 def run_agent(
     agent: Agent,
     thread: Thread,
-    tools: Mapping[str, ToolImpl],
+    tools: Iterable[Binding[Any]],
     *,
     model: str | None = None,
     approval_timeout_s: float | None = None,
@@ -69,7 +59,8 @@ def run_agent(
 ) -> Thread:
     """Drive `agent` until it is done or escalates; suspends the flow run whenever a human must decide.
 
-    `on_event(thread, event)` is called after each event is recorded and persisted, replayed ones included.
+    `tools`: a binding per tool that executes (`bind(Deploy, deploy)`). `on_event(thread, event)` is called after
+    each event is recorded and persisted, replayed ones included.
     """
     from prefect import get_run_logger
     from prefect.runtime import flow_run
@@ -77,77 +68,80 @@ def run_agent(
     run_id = flow_run.get_id()
     if not run_id:
         raise ConfigurationError("run_agent must be called inside a Prefect flow run (a @flow function)")
-    check_implementations(agent, tools)
     install_log_redaction()  # this run's log records, to the API and the console, engine tracebacks included
-    thread = redact_thread(thread)  # the pre-fetched context too, before it is stored, published or sent
-    model = resolve_model(model)
     timeout = approval_timeout_s or float(os.environ.get(APPROVAL_TIMEOUT_ENV, DEFAULT_APPROVAL_TIMEOUT_S))
-    logger = get_run_logger()
-    store = ThreadStore()
-    key = artifact_key(agent.name, run_id)
+    effects = _FlowRun(agent, run_id, resolve_model(model), llm_options, timeout, get_run_logger(), ThreadStore(),
+                       artifact_key(agent.name, run_id), on_event)
+    return drive(agent, thread, tools, effects)
 
-    def add(event: Event) -> None:
-        nonlocal thread
-        thread = record(thread, event)
-        store.save(run_id, agent.name, thread)  # nothing lost: persisted before the next step starts
-        if on_event is not None:
-            on_event(thread, thread.events[-1])
 
-    def publish(status: str, version: str) -> None:
-        publish_thread(key=key, version=version, markdown=thread_markdown(agent.name, thread, status),
-                       description=f"{agent.name} agent thread: {status}")
+@dataclass(frozen=True)
+class _FlowRun:
+    """Side effects inside a flow run: cached tasks for the model and the tools, suspensions for humans."""
 
-    store.save(run_id, agent.name, thread)
-    while True:
-        action = next_action(agent, thread)
-        match action:
-            case AskModel(step=step):
-                request = build_request(agent, thread, model, **llm_options)
-                reply = llm_step(request, thread.digest())
-                add(parse_reply(agent, thread, reply, request.step))
-                if thread.events[-1].type == "error":  # proposals are logged where they lead: wait or execute
-                    logger.warning("%s step %d: %s", agent.name, step, _describe(thread.events[-1]))
-            case AwaitApproval(proposal=p):
-                attempt = len(thread.for_proposal(DecisionEvent, p.id))
-                suspend_key = approval_key(p.id, attempt)
-                publish(f"awaiting approval of {p.intent}", suspend_key)
-                expires = _expires_at(timeout)
-                form = approval_form(p.digest, _request(agent, thread, p, "approval.md.j2", expires), expires)
-                answer = _suspend(form, suspend_key, timeout, logger, f"approval of {p.intent} {p.args}")
-                # The form's answer field is named after p.digest and the server refuses any other: bound.
-                decision = "approved" if decision_of(answer, p.digest) == "approve" else "rejected"
-                add(DecisionEvent(proposal_id=p.id, proposal_digest=p.digest, decision=decision,
-                                  feedback=answer.feedback, approver=answer.approver or "unknown",
-                                  at=_answered_at(run_id, suspend_key)))
-                if decision == "approved":
-                    failpoint("agent.approved")
-            case AwaitAnswer(proposal=p):
-                attempt = len(thread.for_proposal(AnswerEvent, p.id))
-                suspend_key = answer_key(p.id, attempt)
-                publish(f"waiting for an answer to {p.id}", suspend_key)
-                expires = _expires_at(timeout)
-                form = answer_form(p.digest, _request(agent, thread, p, "question.md.j2", expires), expires)
-                reply_in = _suspend(form, suspend_key, timeout, logger, f"an answer to {p.args}")
-                add(AnswerEvent(proposal_id=p.id, answer=answer_of(reply_in, p.digest), by=reply_in.by or "unknown",
-                                at=_answered_at(run_id, suspend_key)))
-            case Execute(proposal=p):
-                idem = idempotency_key(run_id, action)
-                if not thread.for_proposal(ReceiptEvent, p.id) and (proof := receipt(action, idem)) is not None:
-                    add(proof)
-                tool_cls = agent.tool(p.intent)
-                assert tool_cls is not None
-                call = tool_cls.model_validate({"intent": p.intent, **p.args})
-                add(execute_call(tools[p.intent], call, ToolContext(idem, thread.id, p.id)))
-                logger.info("%s step %d executed %s: %s", agent.name, model_steps(thread), _describe(p),
-                            _describe(thread.events[-1]))
-            case Finish() | Escalate():
-                add(action.event)
-            case Halted(outcome=outcome):
-                logger.info("%s agent %s: %s", agent.name, outcome, _describe(thread.events[-1]))
-                publish(outcome, f"end-{thread.digest()[:16]}")
-                return thread
-            case _:
-                assert_never(action)
+    agent: Agent
+    scope: str  # the flow run id
+    model: str
+    llm_options: dict[str, Any]
+    timeout: float
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
+    store: ThreadStore
+    artifact: str
+    on_event: Callable[[Thread, Event], None] | None
+
+    def ask_model(self, thread: Thread, step: int) -> ProposalEvent | ErrorEvent:
+        request = build_request(self.agent, thread, self.model, **self.llm_options)
+        return parse_reply(self.agent, thread, llm_step(request, thread.digest()), request.step)
+
+    def ask_human(self, thread: Thread, wait: AwaitApproval | AwaitAnswer) -> DecisionEvent | AnswerEvent:
+        p = wait.proposal
+        expires = _expires_at(self.timeout)
+        if isinstance(wait, AwaitApproval):
+            suspend_key = approval_key(p.id, len(thread.for_proposal(DecisionEvent, p.id)))
+            self._publish(thread, f"awaiting approval of {p.intent}", suspend_key)
+            form = approval_form(p.digest, _request(self.agent, thread, p, "approval.md.j2", expires), expires)
+            answer = _suspend(form, suspend_key, self.timeout, self.logger, f"approval of {p.intent} {p.args}",
+                              self.scope)
+            # The form's answer field is named after p.digest and the server refuses any other: bound.
+            decision: Literal["approved", "rejected"] = (
+                "approved" if decision_of(answer, p.digest) == "approve" else "rejected")
+            return DecisionEvent(proposal_id=p.id, proposal_digest=p.digest, decision=decision,
+                                 feedback=answer.feedback, approver=answer.approver or "unknown",
+                                 at=_answered_at(self.scope, suspend_key))
+        suspend_key = answer_key(p.id, len(thread.for_proposal(AnswerEvent, p.id)))
+        self._publish(thread, f"waiting for an answer to {p.id}", suspend_key)
+        form = answer_form(p.digest, _request(self.agent, thread, p, "question.md.j2", expires), expires)
+        reply_in = _suspend(form, suspend_key, self.timeout, self.logger, f"an answer to {p.args}", self.scope)
+        return AnswerEvent(proposal_id=p.id, answer=answer_of(reply_in, p.digest), by=reply_in.by or "unknown",
+                           at=_answered_at(self.scope, suspend_key))
+
+    def began(self, key: str) -> bool:
+        return ExecutionLedger().status(key)[0] == "started"
+
+    def execute(self, binding: Binding[Any], call: Tool, ctx: ToolContext) -> ResultEvent | ErrorEvent:
+        return execute_call(binding, call, ctx)
+
+    def recorded(self, thread: Thread, cause: Action | None) -> None:
+        self.store.save(self.scope, self.agent.name, thread)  # nothing lost: persisted before the next step starts
+        if cause is None:
+            return
+        event = thread.events[-1]
+        if self.on_event is not None:
+            self.on_event(thread, event)
+        match cause:
+            case AskModel(step=step) if isinstance(event, ErrorEvent):  # proposals are logged where they lead
+                self.logger.warning("%s step %d: %s", self.agent.name, step, _describe(event))
+            case Execute(proposal=p) if isinstance(event, ResultEvent | ErrorEvent):
+                self.logger.info("%s step %d executed %s: %s", self.agent.name, model_steps(thread), _describe(p),
+                                 _describe(event))
+
+    def halted(self, thread: Thread, outcome: str) -> None:
+        self.logger.info("%s agent %s: %s", self.agent.name, outcome, _describe(thread.events[-1]))
+        self._publish(thread, outcome, f"end-{thread.digest()[:16]}")
+
+    def _publish(self, thread: Thread, status: str, version: str) -> None:
+        publish_thread(key=self.artifact, version=version, markdown=thread_markdown(self.agent.name, thread, status),
+                       description=f"{self.agent.name} agent thread: {status}")
 
 
 def _expires_at(timeout: float) -> str:
@@ -159,7 +153,8 @@ def _request(agent: Agent, thread: Thread, p: ProposalEvent, template: str, expi
                             expires_at=expires)
 
 
-def _suspend(form: Any, key: str, timeout: float, logger: logging.Logger | logging.LoggerAdapter, what: str) -> Any:
+def _suspend(form: Any, key: str, timeout: float, logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+             what: str, run_id: str) -> Any:
     """Suspend until a human answers; on replay the stored answer comes back at once.
 
     Prefect skips a suspension whose key already fired, but forgets the fired keys when a run leaves a final state
@@ -173,18 +168,17 @@ def _suspend(form: Any, key: str, timeout: float, logger: logging.Logger | loggi
     keyset = keyset_from_base_key(f"suspended-{key}")
     if read_flow_run_input(keyset["response"]) is not None:
         return form.load(keyset)
-    logger.info("waiting for %s (suspend key %s): %s", what, key, _where_to_answer())
+    logger.info("waiting for %s (suspend key %s): %s", what, key, _where_to_answer(run_id))
     return suspend_flow_run(wait_for_input=form, key=key, timeout=int(timeout))
 
 
-def _where_to_answer() -> str:
+def _where_to_answer(run_id: str) -> str:
     """Tell approvers where to go, with no notification configured: the run's UI page and the CLI."""
-    from prefect.runtime import flow_run
     from prefect.settings import PREFECT_UI_URL
 
     from prefect_micro_agents.adapter.links import V2_HOW_TO, run_page
 
-    run_id, ui = flow_run.get_id(), PREFECT_UI_URL.value()
+    ui = PREFECT_UI_URL.value()
     page = f"open {run_page(ui, run_id)} ({V2_HOW_TO}), or " if ui else ""
     return f"{page}run `microagents show {run_id}`"
 

@@ -16,7 +16,8 @@ from prefect.context import TaskRunContext
 from prefect.utilities.annotations import quote
 
 from prefect_micro_agents.adapter.store import ExecutionLedger
-from prefect_micro_agents.execution import ToolContext, ToolImpl, redact_event, run_tool_call
+from prefect_micro_agents.binding import Binding, ToolContext
+from prefect_micro_agents.execution import redact_event, run_tool_call
 from prefect_micro_agents.llm import LLMReply, LLMRequest, call_model
 from prefect_micro_agents.thread import ErrorEvent, ResultEvent
 from prefect_micro_agents.tools import Tool
@@ -63,9 +64,12 @@ def _execute_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     return f"exec-{parameters['ctx'].idempotency_key}"
 
 
-def execute_call(impl: ToolImpl, call: Tool, ctx: ToolContext) -> ResultEvent | ErrorEvent:
-    """Run an approved (or auto) call once, as a task over plain data (the call as JSON, the context)."""
-    tool_cls = type(call)
+def execute_call(binding: Binding[Any], call: Tool, ctx: ToolContext) -> ResultEvent | ErrorEvent:
+    """Run an approved (or auto) call once, as a task over plain data (the call as JSON, the context).
+
+    `ctx.reconcile` comes from the loop (prefect_micro_agents.loop), which read this same ledger (`began`) before
+    handing the call over; here the ledger only records the execution and returns a finished one's result.
+    """
 
     def execute(call: dict[str, Any], ctx: ToolContext) -> ResultEvent | ErrorEvent:
         ledger = ExecutionLedger()
@@ -78,9 +82,8 @@ def execute_call(impl: ToolImpl, call: Tool, ctx: ToolContext) -> ResultEvent | 
             log.warning("execution %s was started by an attempt that died; the tool reconciles", ctx.idempotency_key)
         else:
             ledger.start(ctx.idempotency_key)
-        ctx = ToolContext(ctx.idempotency_key, ctx.thread_id, ctx.proposal_id, reconcile=status == "started")
         # Redacted here, inside the task: the ledger and Prefect's stored result of this task never hold a secret.
-        event = redact_event(run_tool_call(tool_cls.model_validate(call), impl, ctx))
+        event = redact_event(run_tool_call(binding.parse(call), binding, ctx))
         ledger.finish(ctx.idempotency_key, event.model_dump(mode="json"))
         return event
 
@@ -88,5 +91,5 @@ def execute_call(impl: ToolImpl, call: Tool, ctx: ToolContext) -> ResultEvent | 
     # The run name says what ran, for people and for `microagents runs` (what a crashed run executed).
     shown = " ".join(f"{k}={str(v)[:12]}" for k, v in call.arguments().items())
     runner = task(name=f"execute {call.intent_name()}", persist_result=True, cache_key_fn=_execute_key,
-                  tags=list(tool_cls.concurrency_tags), task_run_name=f"execute {call.intent_name()} {shown}"[:120])
+                  tags=list(binding.tool.concurrency_tags), task_run_name=f"execute {call.intent_name()} {shown}"[:120])
     return runner(execute)(call=call.model_dump(mode="json"), ctx=ctx)

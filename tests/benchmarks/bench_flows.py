@@ -10,10 +10,9 @@ from typing import Any, Literal
 from prefect import flow
 from prefect.runtime import flow_run
 
-from prefect_micro_agents.adapter import run_agent
+from prefect_micro_agents import ToolContext, bind, run_agent
 from prefect_micro_agents.adapter.serving import serve_deployments
-from agents.deploybot import DEPLOY_AGENT, DoneForNow
-from prefect_micro_agents.execution import ToolContext
+from agents.deploybot import DEPLOY_AGENT, DeployBackendToProd, DeployFrontendToProd, DoneForNow
 from prefect_micro_agents.thread import Thread, TriggerEvent
 from prefect_micro_agents.tools import Agent, Tool
 
@@ -30,7 +29,7 @@ class Noop(Tool):
 NOOP_AGENT = Agent(name="noop", tools=(Noop, DoneForNow), prompt="deploy_agent.j2", max_steps=1000)
 
 
-def _noop(call: Tool, ctx: ToolContext) -> dict[str, Any]:
+def _noop(call: Noop, ctx: ToolContext) -> dict[str, Any]:
     return {}
 
 
@@ -39,7 +38,7 @@ def overhead_flow(model: str, thread_id: str) -> float:
     """Runs the agent loop in a flow; returns the seconds spent inside run_agent."""
     thread = Thread(id=thread_id, events=(TriggerEvent(source="bench", actor="bench", request="noop until done"),))
     started = time.perf_counter()
-    run_agent(NOOP_AGENT, thread, {"noop": _noop}, model=model)
+    run_agent(NOOP_AGENT, thread, [bind(Noop, _noop)], model=model)
     return time.perf_counter() - started
 
 
@@ -61,7 +60,7 @@ def gate_flow(model: str, effects: str) -> str:
 
     thread = Thread(id=f"bench-{flow_run.get_id()}",
                     events=(TriggerEvent(source="bench", actor="bench", request="deploy the backend"),))
-    tools = {"deploy_backend_to_prod": deploy, "deploy_frontend_to_prod": deploy}
+    tools = [bind(DeployBackendToProd, deploy), bind(DeployFrontendToProd, deploy)]
     return run_agent(DEPLOY_AGENT, thread, tools, model=model).events[-1].type
 
 

@@ -42,8 +42,9 @@ DONE = {"call": {"intent": "done_for_now", "message": "done"}}
 
 def overhead(tmp: Path, steps: int = 50, repeats: int = 3) -> None:
     """Same scripted replies through run_until_blocked (plain Python) and run_agent (in a flow), `repeats` times."""
-    from bench_flows import NOOP_AGENT, _noop, overhead_flow
+    from bench_flows import NOOP_AGENT, Noop, _noop, overhead_flow
 
+    from prefect_micro_agents import bind
     from prefect_micro_agents.runner import run_until_blocked
     from prefect_micro_agents.thread import Thread, TriggerEvent
 
@@ -51,14 +52,14 @@ def overhead(tmp: Path, steps: int = 50, repeats: int = 3) -> None:
     thread = Thread(id="plain", events=(TriggerEvent(source="bench", actor="bench", request="noop until done"),))
     warm = ScriptedModel(tmp / "overhead-warm")
     warm.enqueue(DONE)
-    run_until_blocked(NOOP_AGENT, thread, {"noop": _noop}, warm.model)  # import litellm outside the timing
+    run_until_blocked(NOOP_AGENT, thread, [bind(Noop, _noop)], warm.model)  # import litellm outside the timing
     n = steps + 1
     plain, in_flow = [], []
     for i in range(repeats):
         model = ScriptedModel(tmp / f"overhead-plain-{i}")
         model.enqueue(*replies)
         started = time.perf_counter()
-        run_until_blocked(NOOP_AGENT, thread, {"noop": _noop}, model.model)
+        run_until_blocked(NOOP_AGENT, thread, [bind(Noop, _noop)], model.model)
         plain.append((time.perf_counter() - started) / n * 1000)
         model = ScriptedModel(tmp / f"overhead-flow-{i}")
         model.enqueue(*replies)
