@@ -9,7 +9,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import Field
 
-from prefect_micro_agents import Agent, DoneEvent, Thread, Tool, ToolContext, TriggerEvent, run_agent
+from prefect_micro_agents import Agent, DoneEvent, Thread, Tool, ToolContext, TriggerEvent, bind, run_agent
 
 HERE = Path(__file__).resolve().parent
 GROUPS = {"billing-readonly": ["alice", "bob"], "prod-admins": ["carol"]}  # your directory service here
@@ -45,13 +45,11 @@ ACCESS_AGENT = Agent(name="access", tools=(LookUpGroup, GrantAccess, DoneForNow)
                      prompts_dir=str(HERE), max_steps=6)
 
 
-def look_up_group(call: Tool, ctx: ToolContext) -> dict[str, Any]:
-    assert isinstance(call, LookUpGroup)
+def look_up_group(call: LookUpGroup, ctx: ToolContext) -> dict[str, Any]:
     return {"group": call.group, "exists": call.group in GROUPS, "members": GROUPS.get(call.group, [])}
 
 
-def grant_access(call: Tool, ctx: ToolContext) -> dict[str, Any]:
-    assert isinstance(call, GrantAccess)
+def grant_access(call: GrantAccess, ctx: ToolContext) -> dict[str, Any]:
     grants = HERE / "access-grants.txt"
     if ctx.reconcile and grants.exists() and ctx.idempotency_key in grants.read_text():
         return {"granted": True, "already": True}  # a crashed attempt got this far: never grant twice
@@ -64,8 +62,9 @@ def grant_access(call: Tool, ctx: ToolContext) -> dict[str, Any]:
 def access_request(user: str, group: str, why: str, model: str | None = None) -> str:
     thread = Thread(id=f"access-{flow_run.get_id()}",
                     events=(TriggerEvent(source="form", actor=user, request=f"add {user} to {group}: {why}"),))
-    tools = {"look_up_group": look_up_group, "grant_access": grant_access}
-    final = run_agent(ACCESS_AGENT, thread, tools, model=model)  # model None: $AGENT_MODEL, else the offline one
+    final = run_agent(ACCESS_AGENT, thread,
+                      [bind(LookUpGroup, look_up_group), bind(GrantAccess, grant_access)],  # each held to its class
+                      model=model)  # model None: $AGENT_MODEL, else the offline one
     done = final.of_type(DoneEvent)
     return done[-1].message if done else "escalated: see the run's access-thread artifact"
 

@@ -260,6 +260,10 @@ def test_export_a_live_runs_decisions_into_cases(
 
     out_path = tmp_path / "from-run.json"
     code, out = run_cli(capsys, "export", "--run", run, "--out", str(out_path))
+    assert code == 2 and "--agent-ref deploy=package.module:AGENT" in out and not out_path.exists(), out
+    code, out = run_cli(capsys, "export", "--run", run, "--out", str(out_path),
+                        "--agent-ref", "deploy=agents.deploybot:DEPLOY_AGENT")
+    assert load_suite(out_path).agents == {"deploy": "agents.deploybot:DEPLOY_AGENT"}
     assert code == 0 and "exported 3 case(s) (2 approved, 1 rejected) from the deploy thread(s)" in out
     cases = {c.id.removeprefix(f"run-{run[:8]}-deploy-"): c for c in load_suite(out_path).cases}
     assert sorted(cases) == ["call1-rejected", "call2-approved", "call3-approved"]

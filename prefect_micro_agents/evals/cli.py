@@ -136,6 +136,9 @@ def _export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     existing = load_suite(out) if out.exists() else Suite(description=f"cases cut from flow run {args.run_id}")
     existing = existing.model_copy(update={"agents": {**existing.agents, **refs}})
+    if unnamed := sorted({c.agent for c in new} - set(existing.agents)):
+        raise ConfigurationError(f"{out} would not load: say where agent {', '.join(map(repr, unnamed))} is defined, "
+                                 f"e.g. --agent-ref {unnamed[0]}=package.module:AGENT (nothing was written)")
     suite, added = merge(existing, new)
     save_suite(suite, out)
     load_suite(out)  # what we wrote must load: names resolve, every prefix ends where the agent is asked
