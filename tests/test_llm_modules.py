@@ -5,48 +5,22 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-KIT = ROOT / "prefect_micro_agents"
+from kit_imports import KIT, ROOT, runnable_imports, kit_modules
+
 LLM_MODULES = ["config", "data", "parse", "provider", "request", "transport"]
-
-
-def _modules() -> dict[str, Path]:
-    found = {}
-    for path in KIT.rglob("*.py"):
-        parts = list(path.relative_to(ROOT).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts.pop()
-        found[".".join(parts)] = path
-    return found
-
-
-def _imports(body: list[ast.stmt]) -> Iterator[ast.Import | ast.ImportFrom]:
-    """Every import a module can run, at the top or inside a function (a lazy import is still a dependency);
-    not the ones under `if TYPE_CHECKING:`, which never run."""
-    for node in body:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            yield from _imports(node.orelse)
-            continue
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            yield node
-        for field in ("body", "orelse", "finalbody"):  # functions, classes, if/for/while/with/try blocks
-            yield from _imports(getattr(node, field, []))
-        for clause in [*getattr(node, "handlers", []), *getattr(node, "cases", [])]:  # except, case
-            yield from _imports(clause.body)
 
 
 def import_graph() -> dict[str, set[str]]:
     """module -> the kit modules it imports (`from package import submodule` counts as the submodule)."""
-    modules = _modules()
+    modules = kit_modules()
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         targets: set[str] = set()
-        for node in _imports(ast.parse(path.read_text()).body):
+        for node in runnable_imports(ast.parse(path.read_text()).body):
             if isinstance(node, ast.Import):
                 targets |= {alias.name for alias in node.names}
             elif node.module is not None and node.level == 0:
