@@ -1,6 +1,6 @@
 """The embedded default in one command: everything the deploy bot needs, on this machine, offline.
 
-    .venv/bin/python deployments/local_stack.py [--home .local] [--port 4200]
+    .venv/bin/python -m deployments.local_stack [--home .local] [--port 4200]   (from the checkout)
 
 Starts a Prefect server (SQLite under <home>/prefect, UI included), creates the sample app and its staging and
 production environments (<home>/envs), starts the offline model unless AGENT_MODEL is set, and serves the deploy
@@ -28,11 +28,10 @@ from typing import Any
 import httpx
 
 PROJECT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT))  # run by path from anywhere: the project's packages come first
 
-from prefect_micro_agents.adapter.approvals import ApprovalsClient  # noqa: E402
-from prefect_micro_agents.adapter.links import V2_HOW_TO, run_page  # noqa: E402
-from prefect_micro_agents.adapter.local_server import LocalPrefectServer  # noqa: E402
+from prefect_micro_agents.adapter.approvals import ApprovalsClient
+from prefect_micro_agents.adapter.links import V2_HOW_TO, run_page
+from prefect_micro_agents.adapter.local_server import LocalPrefectServer
 
 DEPLOYMENT = "deploy-pipeline/local"
 TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
@@ -284,7 +283,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="local_stack.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m deployments.local_stack", description=__doc__.splitlines()[0])
     parser.add_argument("--home", default=".local", help="where everything lives (default: %(default)s)")
     parser.add_argument("--port", type=int, default=4200, help="UI/API port; a free one if taken (default: %(default)s)")
     args = parser.parse_args(argv)

@@ -22,10 +22,6 @@ __all__ = ["DEPLOYMENT_NAME", "build_deployment", "main"]
 
 DEPLOYMENT_NAME = "local"
 
-if __package__ in (None, ""):  # `python flows/serve.py`: make `flows` importable from a checkout too
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-
 def build_deployment(name: str = DEPLOYMENT_NAME, *, schedule: bool = True, trigger: bool = True,
                      prefect_file: str | Path | None = None) -> tuple[object, str]:
     """The pipeline's RunnerDeployment with the prefect.yaml schedule(s) and trigger(s), and its one-line summary."""

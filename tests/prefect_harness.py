@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 
+CHECKOUT = Path(__file__).resolve().parents[1]  # where the app runs from
+
 __all__ = ["Served", "create_run", "flow_state", "lines", "next_pause", "retrying", "run_logs", "wait_engine_exit",
            "wait_state"]
 
@@ -26,19 +28,25 @@ def retrying(call: Any, *args: Any, **kwargs: Any) -> httpx.Response:
 
 
 class Served:
-    """`python <script>` calling flow.serve(), in its own process group so it can be killed by PID with its runs.
+    """A process calling flow.serve(), in its own process group so it can be killed by PID with its runs.
 
-    `python` is the interpreter (default: this one; tests/test_packaging.py serves with a fresh venv's)."""
+    `script` is a file (`python <script>`, run in its folder) or a module of the app (`python -m flows.serve`, run in
+    the checkout, as the app always runs: the checkout first on sys.path). `python` is the interpreter (default: this
+    one; tests/test_packaging.py serves with a fresh venv's)."""
 
-    def __init__(self, script: Path, env: dict[str, str], http: httpx.Client, deployment: str, log: Path,
+    def __init__(self, script: Path | str, env: dict[str, str], http: httpx.Client, deployment: str, log: Path,
                  args: tuple[str, ...] = (), python: str = sys.executable) -> None:
         self.script, self.env, self.http, self.deployment, self.log = script, env, http, deployment, log
         self.args, self.python = args, python
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> str:
+        if isinstance(self.script, Path):
+            command, cwd = [self.python, str(self.script)], self.script.parent
+        else:
+            command, cwd = [self.python, "-m", self.script], CHECKOUT
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([self.python, str(self.script), *self.args], env=self.env, cwd=self.script.parent,
+            self.proc = subprocess.Popen([*command, *self.args], env=self.env, cwd=cwd,
                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

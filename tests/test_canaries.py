@@ -92,7 +92,7 @@ def command_targets(work: Path, repo: str, *, fail_staging: bool = False) -> dic
 def served(prefect_server: LocalPrefectServer, http: httpx.Client,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     env = {**{k: v for k, v in os.environ.items() if k != "AGENT_MODEL"}, **WORKER_ENV}
-    s = Served(ROOT / "flows" / "serve.py", env, http, "deploy-pipeline/canaries",
+    s = Served("flows.serve", env, http, "deploy-pipeline/canaries",
                tmp_path_factory.mktemp("serve") / "serve.log",
                args=("--name", "canaries", "--no-schedule", "--no-trigger", "--no-notify"))
     s.deployment_id = s.start()  # type: ignore[attr-defined]

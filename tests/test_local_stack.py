@@ -56,8 +56,8 @@ class Stack:
         Stack.started.append(self)
         with open(log, "w") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, str(ROOT / "deployments" / "local_stack.py"), "--home", str(home), "--port",
-                 str(port)], cwd=home.parent, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                [sys.executable, "-m", "deployments.local_stack", "--home", str(home), "--port",
+                 str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_for(self, pattern: str, timeout: float = 240) -> re.Match[str]:
         deadline = time.monotonic() + timeout

@@ -26,7 +26,7 @@ PY = sys.executable
         ([str(Path(PY).parent / "prefect"), "worker", "start", "--pool", "p"], ("slow", "a Prefect worker")),
         ([PY, str(HERE / "gate_flow.py")], ("slow", "a flow runner")),  # prefect_harness.Served
         ([PY, "-m", "flows.serve"], ("slow", "a flow runner")),
-        ([PY, "deployments/local_stack.py", "--home", "h"], ("slow", "the local stack")),
+        ([PY, "-m", "deployments.local_stack", "--home", "h"], ("slow", "the local stack")),
         ([PY, "-m", "prefect_micro_agents.local_model", "serve"], ("slow", "the embedded model")),
         (["/x/site-packages/playwright/driver/node", "/x/playwright/driver/package/cli.js", "run-driver"],
          ("ui", "a browser")),

@@ -48,7 +48,7 @@ def served(prefect_server: LocalPrefectServer, http: httpx.Client,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     env = {k: v for k, v in os.environ.items() if k != "AGENT_MODEL"}
     # No cron (a suite running across 02:00 UTC would get a nightly run) and no trigger: runs are created directly.
-    s = Served(ROOT / "flows" / "serve.py", env, http, DEPLOYMENT, tmp_path_factory.mktemp("serve") / "serve.log",
+    s = Served("flows.serve", env, http, DEPLOYMENT, tmp_path_factory.mktemp("serve") / "serve.log",
                args=("--no-schedule", "--no-trigger"))
     s.deployment_id = s.start()  # type: ignore[attr-defined]
     yield s

@@ -53,7 +53,7 @@ def served(prefect_server: LocalPrefectServer, http: httpx.Client, faults: Path,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     env = {k: v for k, v in os.environ.items() if k != "AGENT_MODEL"}
     env[FAILPOINTS_ENV] = str(faults)
-    s = Served(ROOT / "flows" / "serve.py", env, http, DEPLOYMENT, tmp_path_factory.mktemp("serve") / "serve.log",
+    s = Served("flows.serve", env, http, DEPLOYMENT, tmp_path_factory.mktemp("serve") / "serve.log",
                args=("--no-schedule", "--no-trigger"))
     s.deployment_id = s.start()  # type: ignore[attr-defined]
     yield s
@@ -209,7 +209,7 @@ def test_a_dead_runs_production_slot_is_released_after_the_server_restarted_too(
     try:
         env.update(server.client_env(), AGENT_STATE_DIR=str(tmp_path / "agent-state"), **{FAILPOINTS_ENV: str(faults)})
         with httpx.Client(base_url=server.api_url, auth=server.httpx_auth, timeout=30, trust_env=False) as http:
-            served = Served(ROOT / "flows" / "serve.py", env, http, DEPLOYMENT, tmp_path / "serve.log",
+            served = Served("flows.serve", env, http, DEPLOYMENT, tmp_path / "serve.log",
                             args=("--no-schedule", "--no-trigger", "--no-notify"))
             deployment = served.start()
             try:

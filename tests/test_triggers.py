@@ -321,7 +321,7 @@ def served(prefect_server: LocalPrefectServer, http: httpx.Client, deploy_root: 
            model: ScriptedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     env = {k: v for k, v in os.environ.items() if k not in ("AGENT_NOTIFY_BLOCK", "AGENT_NOTIFY_WEBHOOK_URL")}
     env.update(DEPLOY_ROOT=str(deploy_root), AGENT_MODEL=model.model)
-    s = Served(ROOT / "flows" / "serve.py", env, http, f"{FLOW}/{NAME}", tmp_path_factory.mktemp("serve") / "serve.log")
+    s = Served("flows.serve", env, http, f"{FLOW}/{NAME}", tmp_path_factory.mktemp("serve") / "serve.log")
     since = datetime.now(UTC) - timedelta(seconds=2)
     try:
         s.start()

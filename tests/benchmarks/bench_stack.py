@@ -57,7 +57,7 @@ def main() -> None:
         port = 4299
         started = time.perf_counter()
         with open(log, "w") as out:
-            proc = subprocess.Popen([str(python), "deployments/local_stack.py", "--home", str(tmp / ".local"), "--port",
+            proc = subprocess.Popen([str(python), "-m", "deployments.local_stack", "--home", str(tmp / ".local"), "--port",
                                      str(port)], cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         try:

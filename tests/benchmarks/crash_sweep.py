@@ -88,7 +88,7 @@ def main() -> int:
             sha = sample.sha("v1.1.0")
             with httpx.Client(base_url=server.api_url, auth=server.httpx_auth, timeout=30, trust_env=False) as http:
                 env = {k: v for k, v in os.environ.items() if k != "AGENT_MODEL"}
-                served = Served(ROOT / "flows" / "serve.py", env, http, "deploy-pipeline/local", tmp / "serve.log",
+                served = Served("flows.serve", env, http, "deploy-pipeline/local", tmp / "serve.log",
                                 args=("--no-schedule", "--no-trigger", "--no-notify"))
                 deployment = served.start()
                 rows: list[dict[str, Any]] = []
