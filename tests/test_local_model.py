@@ -20,7 +20,7 @@ from prefect_micro_agents.adapter.local_server import LocalPrefectServer
 from prefect_micro_agents.errors import ConfigurationError
 from prefect_micro_agents.thread import ProposalEvent, ResultEvent
 from factories import AGENT, NEW, decided, deploy_context, proposal
-from prefect_harness import Served, create_run, wait_state
+from prefect_harness import Served, create_run, next_pause
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,8 +133,9 @@ def test_a_prefect_flow_with_the_local_model_reaches_its_first_approval_offline(
         try:
             params = {"sha": NEW, "effects_dir": str(effects), "model": llm.LOCAL_MODEL}
             run = create_run(http, deployment, params)
-            state = wait_state(http, run, {"PAUSED"}, timeout=300)
-            assert state["state_details"]["pause_key"].startswith("approve-deploy-1-")
+            # next_pause, not the PAUSED state alone: Prefect stores the form just after it sets Suspended
+            key = next_pause(http, run, timeout=300)
+            assert key.startswith("approve-deploy-1-"), key
             with ApprovalsClient(prefect_server.api_url, prefect_server.auth_string) as approvals:
                 request = approvals.show(run)
             assert request.kind == "approval" and "proposes `deploy_" in request.description

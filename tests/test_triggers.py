@@ -167,9 +167,12 @@ def automation_trail(http: httpx.Client, automation_id: Any, run_id: str) -> lis
     what to read when a notice did not arrive."""
     body = {"filter": {"any_resource": {"id": [f"prefect.flow-run.{run_id}", f"prefect.automation.{automation_id}"]}},
             "limit": 100}
-    events = retrying(http.post, "/events/filter", json=body).json()["events"]
-    return [(e["occurred"], e["event"], str(e.get("payload", {}).get("reason") or e.get("follows") or ""))
-            for e in sorted(events, key=lambda e: e["occurred"])]
+    response = retrying(http.post, "/events/filter", json=body)
+    if response.status_code != 200:
+        return [("", "events/filter refused", f"{response.status_code}: {response.text[:500]}")]
+    return [(e["occurred"], f"{e['event']} id={e['id']} follows={e.get('follows')}",
+             str(e.get("payload", {}).get("reason") or ""))
+            for e in sorted(response.json()["events"], key=lambda e: e["occurred"])]
 
 
 class Sentinel:

@@ -69,7 +69,11 @@ def not_root() -> dict[str, Any]:
 
 
 def install_chromium(path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(SCRIPT)], env={"PATH": str(path), "HOME": "/", **env}, cwd="/", capture_output=True,
+    # A copy in `path`: `nobody` may not reach the checkout (a clone under a private directory, as in CI).
+    script = path / "install-chromium"
+    shutil.copyfile(SCRIPT, script)
+    script.chmod(0o755)
+    return subprocess.run([str(script)], env={"PATH": str(path), "HOME": "/", **env}, cwd="/", capture_output=True,
                           text=True, timeout=60, check=False, **not_root())
 
 
