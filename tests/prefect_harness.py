@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import signal
 import subprocess
@@ -12,8 +14,8 @@ from typing import Any
 
 import httpx
 
-__all__ = ["Served", "create_run", "flow_state", "lines", "next_pause", "retrying", "run_logs", "wait_engine_exit",
-           "wait_state"]
+__all__ = ["Served", "create_run", "flow_state", "lines", "next_pause", "retrying", "run_logs", "stored_text",
+           "wait_engine_exit", "wait_state"]
 
 
 def retrying(call: Any, *args: Any, **kwargs: Any) -> httpx.Response:
@@ -28,7 +30,7 @@ def retrying(call: Any, *args: Any, **kwargs: Any) -> httpx.Response:
 class Served:
     """`python <script>` calling flow.serve(), in its own process group so it can be killed by PID with its runs.
 
-    `python` is the interpreter (default: this one; tests/test_packaging.py serves with a fresh venv's)."""
+    `python` is the interpreter (default: this one; tests/kit/test_packaging.py serves with a fresh venv's)."""
 
     def __init__(self, script: Path, env: dict[str, str], http: httpx.Client, deployment: str, log: Path,
                  args: tuple[str, ...] = (), python: str = sys.executable) -> None:
@@ -156,3 +158,15 @@ def run_logs(http: httpx.Client, run_id: str) -> list[dict[str, Any]]:
     response = retrying(http.post, "/logs/filter", json=body)
     response.raise_for_status()
     return response.json()
+
+
+def stored_text(path: Path) -> str:
+    """A result file as text, with Prefect's base64-wrapped (pickled) result decoded so strings inside are visible."""
+    raw = path.read_bytes()
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", errors="replace")
+    inner = record.get("result") if isinstance(record, dict) else None
+    decoded = base64.b64decode(inner).decode("utf-8", errors="replace") if isinstance(inner, str) else ""
+    return raw.decode("utf-8", errors="replace") + decoded

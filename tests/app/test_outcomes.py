@@ -1,5 +1,5 @@
 """How a pipeline run ends (flows.outcomes), path by path, from what the agents actually executed. No server: the
-served pipeline runs the same functions (tests/test_pipeline.py covers the reject-everything path end to end)."""
+served pipeline runs the same functions (tests/app/test_pipeline.py covers the reject-everything path end to end)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """`microagents runs` against a real Prefect server: which runs it calls stuck, crashed, recovering or given up, and
 what it says each executed. The runs are made through Prefect's REST API with the states a dead worker, the zombie
-automation and the retry automation leave (tests/test_recovery.py watches the real thing happen); the heartbeats are
+automation and the retry automation leave (tests/app/test_recovery.py watches the real thing happen); the heartbeats are
 real `prefect.flow-run.heartbeat` events.
 """
 

@@ -32,12 +32,11 @@ from prefect_micro_agents.adapter.local_server import LocalPrefectServer
 from prefect_micro_agents.adapter.store import state_dir
 from prefect_micro_agents.testing.scripted import ScriptedModel
 from flows.sample_app import create_sample_app
-from prefect_harness import Served, create_run, next_pause, wait_state
-from test_redaction_flows import stored_text
+from prefect_harness import Served, create_run, next_pause, stored_text, wait_state
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROVIDER, TARGET, TOOL = "canary-provider-4a1f9e2c", "canary-target-7b3d0c5e", "canary-tool-2e6a8f1d"
 URL_PW, DB_PW, FEEDBACK = "canary-urlpw-9c4b7a3e", "canary-dbpw-5d2e8b6f", "canary-feedback-1a7c3e9b"
 CANARIES = {"provider key": PROVIDER, "target env": TARGET, "tool output": TOOL, "URL in a commit": URL_PW,

@@ -85,7 +85,7 @@ def test_unknown_name_and_missing_manifest(repo: Path, tmp_path: Path) -> None:
 
 def test_cli_prints_manifest_and_reports_errors(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "flows.sample_app", "create"]
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     ok = subprocess.run([*cmd, str(tmp_path / "cli")], capture_output=True, text=True, cwd=root, check=False)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout) == json.loads((tmp_path / "cli" / MANIFEST_NAME).read_text())

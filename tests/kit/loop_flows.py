@@ -1,4 +1,4 @@
-"""The thread and tools behind tests/test_loop.py, and the flow that hands them to run_agent. Run as
+"""The thread and tools behind tests/kit/test_loop.py, and the flow that hands them to run_agent. Run as
 `python loop_flows.py <model> <thread.json> <calls.jsonl>` in a fresh process against the session's Prefect server;
 prints the final thread as JSON on its last line.
 
@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: shared helpers
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/kit/
 
 from agents.deploybot import DEPLOY_AGENT, DeployBackendToProd, DeployFrontendToProd  # noqa: E402
 from factories import NEW, decided, deploy_context, proposal  # noqa: E402

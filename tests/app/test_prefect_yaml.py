@@ -33,7 +33,7 @@ from prefect_harness import next_pause, retrying, wait_state
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).parent / "prefect")  # the `prefect` command of this environment
 POOL = "microagents"
 DEPLOYMENT = "deploy-pipeline/worker"

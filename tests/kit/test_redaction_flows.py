@@ -1,10 +1,9 @@
 """Redaction in real flow runs on the session's Prefect server: what run_agent stores and publishes for a thread it
 was handed unredacted, what the execute task persists, what a run's logs carry (the engine's traceback of a failed
-task included), and the report artifact. The flows (tests/redaction_flows.py) run in a fresh Python process."""
+task included), and the report artifact. The flows (tests/kit/redaction_flows.py) run in a fresh Python process."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -19,24 +18,13 @@ import pytest
 from prefect_micro_agents.adapter.local_server import LocalPrefectServer
 from prefect_micro_agents.adapter.store import ExecutionLedger, ThreadStore
 from prefect_micro_agents.testing.scripted import ScriptedModel
+from prefect_harness import stored_text
 
 pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).resolve().parent
 CANARIES = {"DEPLOY_TOKEN": "canary-context-2b7c9d1e", "TOOL_TOKEN": "canary-tool-5e8f0a3b",
             "ERROR_TOKEN": "canary-error-7d1c4b9a", "REPORT_TOKEN": "canary-report-0f6e2a8c"}
-
-
-def stored_text(path: Path) -> str:
-    """A result file as text, with Prefect's base64-wrapped (pickled) result decoded so strings inside are visible."""
-    raw = path.read_bytes()
-    try:
-        record = json.loads(raw)
-    except ValueError:
-        return raw.decode("utf-8", errors="replace")
-    inner = record.get("result") if isinstance(record, dict) else None
-    decoded = base64.b64decode(inner).decode("utf-8", errors="replace") if isinstance(inner, str) else ""
-    return raw.decode("utf-8", errors="replace") + decoded
 
 
 def run_logs(http: httpx.Client, run_id: str, until: str, timeout: float = 30) -> list[str]:

@@ -1,4 +1,4 @@
-"""Flows behind tests/test_redaction_flows.py, run as `python redaction_flows.py <model>` in a fresh process (so no
+"""Flows behind tests/kit/test_redaction_flows.py, run as `python redaction_flows.py <model>` in a fresh process (so no
 log filter is installed unless the code under test installs it). Prints one JSON line: the flow run ids.
 
 The secrets come from the environment the test gives this process: $DEPLOY_TOKEN (in pre-fetched context),
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout
 
 from prefect import flow, task  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402

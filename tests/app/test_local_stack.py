@@ -20,7 +20,7 @@ import pytest
 from prefect_micro_agents.adapter.local_server import free_port
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def descendants(pid: int) -> set[int]:

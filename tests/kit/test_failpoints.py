@@ -12,7 +12,7 @@ import pytest
 
 from prefect_micro_agents.failpoints import FAILPOINTS_ENV, arm, failpoint
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_point_is_a_no_op_unless_armed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,6 +1,6 @@
 """A decision made for another version of a call counts for nothing, and every record says so.
 
-The gate's forms make the server refuse such answers (tests/test_gate.py), but a thread can still hold one (a
+The gate's forms make the server refuse such answers (tests/kit/test_gate.py), but a thread can still hold one (a
 plain-Python runner, an imported or older thread); the model's thread, the artifact, the report and the rollback
 agent's summary must never show it as "approved by X".
 """

@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.ui]
 
 SHA = "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c"
 HERE = Path(__file__).parent
-REPO = HERE.parent
+REPO = HERE.parents[1]
 
 
 def call(intent: str, **args: str) -> dict[str, Any]:
@@ -100,7 +100,7 @@ def served(
     state = tmp_path_factory.mktemp("ui-agent-state")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AGENT_"))}
     env.update(ui_server.client_env(), AGENT_STATE_DIR=str(state))
-    s = Served(HERE / "gate_flow.py", env, http, "gate-demo/gate", state / "serve.log")
+    s = Served(HERE.parent / "gate_flow.py", env, http, "gate-demo/gate", state / "serve.log")
     try:
         s.deployment_id = s.start()  # type: ignore[attr-defined]
         yield s

@@ -1,5 +1,5 @@
 """The kit stands alone: no module of `prefect_micro_agents` imports the deploy bot (agents/, flows/, prompts/,
-deployments/), at the top or lazily inside a function. The installed wheel has none of them (tests/test_packaging.py)."""
+deployments/), at the top or lazily inside a function. The installed wheel has none of them (tests/kit/test_packaging.py)."""
 
 from __future__ import annotations
 

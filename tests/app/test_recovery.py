@@ -30,7 +30,7 @@ from prefect_harness import Served, create_run, flow_state, next_pause, wait_sta
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOYMENT = "deploy-pipeline/local"
 # One SIGKILL per group: runs inside a production change hold the one production slot, so they freeze one at a time;
 # a run frozen right after its approval holds nothing and shares a kill.

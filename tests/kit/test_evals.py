@@ -28,7 +28,7 @@ from prefect_micro_agents.tools import args_digest
 from prefect_harness import Served, next_pause, wait_state
 from gate_support import start
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STARTER = ROOT / "evals" / "starter.json"
 NEW = "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c"
 

@@ -25,7 +25,7 @@ from flows.targets import CommandTargets, LocalTargets
 from flows.targets.httpget import http_get
 from flows.targets.procscan import listener_pid, processes_with
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KEY = "run-1:deploy-3-abc:0123456789abcdef"
 
 

@@ -19,7 +19,7 @@ import pytest
 from prefect_micro_agents.adapter.local_server import LocalPrefectServer
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ENSURE = "from prefect_micro_agents.adapter.recovery import ensure_recovery_automations as e; e('recovery-idempotence-test')"
 
 

@@ -17,7 +17,7 @@ from prefect_micro_agents import ConfigurationError, ToolContext, bind
 from prefect_micro_agents.runner import run_until_blocked
 from prefect_micro_agents.testing.scripted import ScriptedModel
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def deploy(call: DeployBackendToProd | DeployFrontendToProd, ctx: ToolContext) -> dict[str, Any]:

@@ -203,7 +203,7 @@ def test_killed_worker_is_recovered_by_prefect_and_never_runs_an_approved_call_t
     when its heartbeats stop and start it again; each completes and the effect exists exactly once."""
     # The deploy tools hold the one `production-changes` slot while they execute (a tag concurrency limit, created by
     # the pipeline), so two runs frozen inside a call would wait on each other; without the limit, both can freeze
-    # at once. Serialization and recovery with the limit in place: tests/test_recovery.py.
+    # at once. Serialization and recovery with the limit in place: tests/app/test_recovery.py.
     from agents.deploybot import PRODUCTION_LIMIT
 
     http.delete(f"/concurrency_limits/tag/{PRODUCTION_LIMIT}")
@@ -262,7 +262,7 @@ def test_a_run_past_its_last_allowed_recovery_ends_failed_with_what_it_executed(
     automations = ensure_recovery_automations(tag, recoveries=0)
     env = {k: v for k, v in os.environ.items() if k != "AGENT_MODEL"}
     env.update({"GATE_RECOVER_TAG": tag, "AGENT_MAX_RECOVERIES": "0"})
-    served = Served(Path(__file__).parent / "gate_flow.py", env, http, "gate-demo/gate", tmp_path / "serve.log")
+    served = Served(Path(__file__).parents[1] / "gate_flow.py", env, http, "gate-demo/gate", tmp_path / "serve.log")
     try:
         served.deployment_id = served.start()  # type: ignore[attr-defined]
         effects, scripted = tmp_path / "effects", ScriptedModel(tmp_path / "model")

@@ -22,7 +22,7 @@ from prefect_micro_agents.thread import ProposalEvent, ResultEvent
 from factories import AGENT, NEW, decided, deploy_context, proposal
 from prefect_harness import Served, create_run, wait_state
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow

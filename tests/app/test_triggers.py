@@ -37,7 +37,7 @@ from flows.targets.settings import TargetSettings
 from gate_support import call
 from prefect_harness import Served, next_pause, retrying
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NAME = "local"  # what `python -m flows.serve` serves by default
 FLOW = "deploy-pipeline"
 SERVING_LINE = "serving deploy-pipeline/local: cron 0 2 * * * UTC (sha=latest-tag:v*), trigger git.push on main"

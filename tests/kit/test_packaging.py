@@ -30,7 +30,7 @@ import pytest
 from prefect_micro_agents.testing.scripted import ScriptedModel
 from prefect_harness import Served, flow_state, lines, next_pause, wait_state
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples"
 DIST = "prefect_micro_agents"
 

@@ -30,7 +30,7 @@ from prefect_harness import Served, create_run, flow_state, lines, next_pause, r
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOYMENT = "deploy-pipeline/local"
 
 
