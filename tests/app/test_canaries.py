@@ -27,10 +27,8 @@ from typing import Any
 import httpx
 import pytest
 
-from prefect_micro_agents.adapter.approvals import ApprovalsClient
-from prefect_micro_agents.adapter.local_server import LocalPrefectServer
-from prefect_micro_agents.adapter.store import state_dir
-from prefect_micro_agents.testing.scripted import ScriptedModel
+from prefect_micro_agents import ApprovalsClient, ThreadStore
+from prefect_micro_agents.testing import LocalPrefectServer, ScriptedModel
 from flows.sample_app import create_sample_app
 from prefect_harness import Served, create_run, next_pause, stored_text, wait_state
 
@@ -138,7 +136,7 @@ def test_no_canary_reaches_anything_durable_or_visible(
 
     searched: dict[str, str] = {f"prompt {n}": p for n, p in enumerate(prompts)}
     searched["target state files"] = state
-    agents_dir = state_dir()
+    agents_dir = ThreadStore().root.parent  # the kit's state: threads/ and executions/
     ours = sorted((agents_dir / "threads").glob(f"{run}/*.json")) + sorted((agents_dir / "executions").glob(f"{run}*"))
     for path in ours:
         searched[str(path.relative_to(agents_dir))] = path.read_text()

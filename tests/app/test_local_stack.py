@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from prefect_micro_agents.adapter.local_server import free_port
+from prefect_micro_agents.testing import free_port
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,9 +183,7 @@ def test_the_stack_restarts_a_dead_runner_keeps_services_up_and_the_run_recovers
     group. The stack says so and starts another runner; the staging and production services keep running; Prefect
     notices the run and starts it again on the new runner, which finishes the deploy once; the stack reports
     the run completed. The test changes no state."""
-    from prefect_micro_agents.failpoints import FAILPOINTS_ENV, arm
-    from prefect_micro_agents.llm import PROVIDERS_ENV
-    from prefect_micro_agents.testing.scripted import ScriptedModel
+    from prefect_micro_agents.testing import FAILPOINTS_ENV, ScriptedModel, arm
     from flows.sample_app import load_manifest
 
     home = tmp_path / "work" / ".local"
@@ -193,7 +191,7 @@ def test_the_stack_restarts_a_dead_runner_keeps_services_up_and_the_run_recovers
     faults = tmp_path / "faults"
     model = ScriptedModel(tmp_path / "model")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AGENT_", "DEPLOY_"))}
-    env.update({"AGENT_MODEL": model.model, PROVIDERS_ENV: os.environ[PROVIDERS_ENV], FAILPOINTS_ENV: str(faults)})
+    env.update({"AGENT_MODEL": model.model, "AGENT_LITELLM_PROVIDERS": os.environ["AGENT_LITELLM_PROVIDERS"], FAILPOINTS_ENV: str(faults)})
     port = free_port()
     stack = Stack(home, port, env, tmp_path / "stack.log")
     push_line = command(printed(stack, r"microagents push --sha [0-9a-f]{40}"))

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from agents.deploybot import DeployBackendToProd, DeployFrontendToProd, needs_deploy, target_sha
-from prefect_micro_agents.llm import build_request
-from prefect_micro_agents.thread import ContextEvent, ResultEvent, Thread, TriggerEvent
+from prefect_micro_agents import ContextEvent, ResultEvent, Thread, TriggerEvent, build_request
 from factories import AGENT, NEW, OLD, decided, deploy_context, proposal
 
 ALL = ["deploy_backend_to_prod", "deploy_frontend_to_prod", "request_more_information", "done_for_now"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from prefect_micro_agents.thread import DoneEvent, ErrorEvent, EscalationEvent, ProposalEvent, ResultEvent, Thread
+from prefect_micro_agents import DoneEvent, ErrorEvent, EscalationEvent, ProposalEvent, ResultEvent, Thread
 from factories import NEW, OLD, decided, deploy_context, proposal
 from flows import outcomes, prefetch
 from flows.targets.base import DeployResult, E2ECheck, E2EReport, EnvState, ServiceState

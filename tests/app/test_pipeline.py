@@ -17,10 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from prefect_micro_agents.adapter.approvals import ApprovalsClient
-from prefect_micro_agents.adapter.local_server import LocalPrefectServer
-from prefect_micro_agents.adapter.store import ThreadStore
-from prefect_micro_agents.testing.scripted import ScriptedModel
+from prefect_micro_agents import ApprovalsClient, ThreadStore
+from prefect_micro_agents.testing import LocalPrefectServer, ScriptedModel
 from flows.sample_app import SampleAppManifest, create_sample_app
 from flows.targets import LocalTargets
 from flows.targets.httpget import http_get

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from prefect_micro_agents import ToolContext, bind
-from prefect_micro_agents.prompts import build_messages
-from prefect_micro_agents.reducer import AwaitApproval, Halted, apply, next_action
+from prefect_micro_agents import (
+    ContextEvent, DecisionEvent, ProposalEvent, ReceiptEvent, Thread, Tool, ToolContext, TriggerEvent, bind,
+    build_messages, run_until_blocked,
+)
+from prefect_micro_agents.testing import ScriptedModel
 from agents.rollback import ROLLBACK_AGENT, RollbackBackend, RollbackFrontend
-from prefect_micro_agents.runner import run_until_blocked
-from prefect_micro_agents.testing.scripted import ScriptedModel
-from prefect_micro_agents.thread import ContextEvent, DecisionEvent, ReceiptEvent, Thread, TriggerEvent
-from prefect_micro_agents.tools import Tool
 from factories import NEW, OLD, full_deploy_thread
 from flows import prefetch, report
 from flows.targets import TargetConfigError
@@ -62,11 +61,17 @@ def call(intent: str, **args: str) -> dict[str, Any]:
 
 
 def approve(thread: Thread, approver: str = "carol") -> Thread:
-    action = next_action(ROLLBACK_AGENT, thread)
-    assert isinstance(action, AwaitApproval)
-    p = action.proposal
-    return apply(thread, DecisionEvent(proposal_id=p.id, proposal_digest=p.digest, decision="approved",
+    p = thread.events[-1]
+    assert isinstance(p, ProposalEvent)  # the loop stopped for a human on this proposal
+    return thread.append(DecisionEvent(proposal_id=p.id, proposal_digest=p.digest, decision="approved",
                                        approver=approver, at=AT))
+
+
+def assert_finished(thread: Thread, impls: list[Any]) -> None:
+    """The agent said it is done: the loop asks the model nothing more and changes nothing."""
+    assert thread.events[-1].type == "done"
+    again = ScriptedModel(Path(tempfile.mkdtemp()) / "empty")  # no replies: a model call would fail the test
+    assert run_until_blocked(ROLLBACK_AGENT, thread, impls, again.model) == thread
 
 
 def test_rollback_prompt_snapshot() -> None:
@@ -98,7 +103,7 @@ def test_a_service_without_a_previous_release_is_not_offered(scripted: ScriptedM
                                scripted.model)
     assert [e.type for e in thread.events[-3:]] == ["error", "proposal", "done"]
     assert thread.events[-3].kind == "unknown_intent"
-    assert next_action(ROLLBACK_AGENT, thread) == Halted("done")
+    assert_finished(thread, [bind(RollbackBackend, _never), bind(RollbackFrontend, _never)])
 
 
 def _never(call: Tool, ctx: ToolContext) -> Any:
@@ -117,7 +122,7 @@ def test_approved_rollback_runs_once_then_the_agent_finishes(scripted: ScriptedM
     thread = run_until_blocked(ROLLBACK_AGENT, rollback_thread(), impls, scripted.model)
     assert thread.events[-1].type == "proposal" and ran == []
     thread = run_until_blocked(ROLLBACK_AGENT, approve(thread), impls, scripted.model)
-    assert next_action(ROLLBACK_AGENT, thread) == Halted("done")
+    assert_finished(thread, impls)
     assert [to for to, _ in ran] == [OLD[:12]]
     assert [r.approver for r in thread.of_type(ReceiptEvent)] == ["carol"]
     # Rolled back once: the tool is no longer offered for that service.

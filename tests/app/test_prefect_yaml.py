@@ -22,9 +22,8 @@ import httpx
 import pytest
 import yaml
 
-from prefect_micro_agents.adapter.approvals import ApprovalsClient
-from prefect_micro_agents.adapter.local_server import LocalPrefectServer
-from prefect_micro_agents.testing.scripted import ScriptedModel
+from prefect_micro_agents import ApprovalsClient
+from prefect_micro_agents.testing import LocalPrefectServer, ScriptedModel
 from flows.sample_app import SampleAppManifest, create_sample_app
 from flows.targets.processes import is_alive
 from flows.targets.settings import TargetSettings

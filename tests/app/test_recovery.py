@@ -16,11 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from prefect_micro_agents.adapter.approvals import ApprovalsClient
-from prefect_micro_agents.adapter.local_server import LocalPrefectServer
-from prefect_micro_agents.adapter.store import ThreadStore
-from prefect_micro_agents.failpoints import FAILPOINTS_ENV, arm
-from prefect_micro_agents.testing.scripted import ScriptedModel
+from prefect_micro_agents import ApprovalsClient, ThreadStore
+from prefect_micro_agents.testing import FAILPOINTS_ENV, LocalPrefectServer, ScriptedModel, arm, free_port
 from flows.sample_app import SampleAppManifest, create_sample_app
 from flows.targets import LocalTargets
 from flows.targets.httpget import http_get
@@ -200,7 +197,6 @@ def test_a_dead_runs_production_slot_is_released_after_the_server_restarted_too(
     releases the dead one's slot and the run completes, without waiting out a lease or a human."""
     import signal
 
-    from prefect_micro_agents.adapter.local_server import free_port
 
     server = LocalPrefectServer(tmp_path / "prefect", port=free_port(), ui=False)
     faults = tmp_path / "faults"

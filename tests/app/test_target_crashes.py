@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from prefect_micro_agents.failpoints import DEPLOY_POINTS, FAILPOINTS_ENV, arm
+from prefect_micro_agents.testing import FAILPOINTS_ENV, POINTS, arm
 from flows.sample_app import SampleAppManifest, create_sample_app
 from flows.targets import CommandTargets, LocalTargets
 from flows.targets.httpget import http_get
@@ -27,6 +27,8 @@ from flows.targets.procscan import listener_pid, processes_with
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "run-1:deploy-3-abc:0123456789abcdef"
+DEPLOY_POINTS = tuple(p for p in POINTS if p.startswith("local.deploy."))  # the local target's deploy steps
+assert len(DEPLOY_POINTS) >= 4, POINTS
 
 
 @pytest.fixture(scope="module")
