@@ -1,18 +1,14 @@
-"""A decision made for another version of a call counts for nothing, and every record says so.
+"""A decision made for another version of a call counts for nothing, and the deploy bot's records say so.
 
 The gate's forms make the server refuse such answers (tests/kit/test_gate.py), but a thread can still hold one (a
-plain-Python runner, an imported or older thread); the model's thread, the artifact, the report and the rollback
-agent's summary must never show it as "approved by X".
+plain-Python runner, an imported or older thread); the report and the rollback agent's summary must never show it as
+"approved by X". (The kit's own records, the model's thread and the artifact: tests/kit/test_void_approvals.py.)
 """
 
 from __future__ import annotations
 
-from prefect_micro_agents.adapter.publish import thread_markdown
-from prefect_micro_agents.execution import receipt
-from prefect_micro_agents.prompts import render_thread
-from prefect_micro_agents.reducer import AwaitApproval, Execute, next_action, void_decisions
-from prefect_micro_agents.thread import DecisionEvent, ResultEvent, Thread
-from factories import AGENT, AT, NEW, deploy_context, proposal
+from prefect_micro_agents import DecisionEvent, ReceiptEvent, ResultEvent, Thread
+from factories import AT, NEW, deploy_context, proposal
 from flows.prefetch import deploy_summary
 from flows.report import agent_rows
 
@@ -20,40 +16,17 @@ STALE = "f" * 64
 
 
 def stale_then_valid() -> Thread:
-    """mallory approves with another proposal's digest (void); the run asks again; alice approves; it runs."""
+    """mallory approves with another proposal's digest (void); alice approves; it runs under alice's receipt."""
     p = proposal("deploy_backend_to_prod", 1, sha=NEW)
-    thread = deploy_context().append(p, DecisionEvent(proposal_id=p.id, proposal_digest=STALE, decision="approved",
-                                                      approver="mallory", at=AT))
-    assert isinstance(next_action(AGENT, thread), AwaitApproval)  # void: asked again, nothing runs
-    thread = thread.append(DecisionEvent(proposal_id=p.id, proposal_digest=p.digest, decision="approved",
-                                         approver="alice", at=AT))
-    action = next_action(AGENT, thread)
-    assert isinstance(action, Execute) and action.approval is not None and action.approval.approver == "alice"
-    proof = receipt(action, "run:deploy-1:abc")
-    assert proof is not None
-    return thread.append(proof, ResultEvent(proposal_id=p.id, intent=p.intent,
-                                            output={"service": "backend", "sha": NEW, "ok": True, "noop": False},
-                                            idempotency_key="run:deploy-1:abc"))
-
-
-def test_void_decisions_are_found_by_digest() -> None:
-    thread = stale_then_valid()
-    void = void_decisions(thread)
-    assert [thread.events[i].approver for i in void] == ["mallory"]  # type: ignore[union-attr]
-
-
-def test_the_model_sees_a_void_approval_as_void() -> None:
-    text = render_thread(stale_then_valid())
-    assert "void approval 1 by mallory: made for another version of the call; nothing ran" in text
-    assert "approved 1 by mallory" not in text
-    assert "approved 1 by alice" in text
-
-
-def test_the_artifact_shows_a_void_approval_as_void() -> None:
-    markdown = thread_markdown("deploy", stale_then_valid(), "done")
-    assert "VOID approval by mallory" in markdown and "not executed, asked again" in markdown
-    assert "approved by mallory" not in markdown
-    assert "approved by alice" in markdown
+    return deploy_context().append(
+        p,
+        DecisionEvent(proposal_id=p.id, proposal_digest=STALE, decision="approved", approver="mallory", at=AT),
+        DecisionEvent(proposal_id=p.id, proposal_digest=p.digest, decision="approved", approver="alice", at=AT),
+        ReceiptEvent(proposal_id=p.id, proposal_digest=p.digest, args_digest=p.args_digest, approver="alice",
+                     approved_at=AT, idempotency_key="run:deploy-1:abc"),
+        ResultEvent(proposal_id=p.id, intent=p.intent, output={"service": "backend", "sha": NEW, "ok": True,
+                                                               "noop": False}, idempotency_key="run:deploy-1:abc"),
+    )
 
 
 def test_the_report_and_the_rollback_summary_name_the_real_approver() -> None:
@@ -65,12 +38,10 @@ def test_the_report_and_the_rollback_summary_name_the_real_approver() -> None:
     assert summary["ran"] == [{"call": "deploy_backend_to_prod", "sha": NEW, "approved_by": "alice", "ok": True}]
 
 
-def test_a_void_rejection_is_not_a_rejection() -> None:
+def test_a_void_rejection_is_not_a_rejection_in_the_report_or_the_summary() -> None:
     p = proposal("deploy_frontend_to_prod", 1, sha=NEW)
     thread = deploy_context().append(p, DecisionEvent(proposal_id=p.id, proposal_digest=STALE, decision="rejected",
                                                       feedback="no", approver="mallory", at=AT))
-    assert isinstance(next_action(AGENT, thread), AwaitApproval)
-    assert "void rejection 1 by mallory" in render_thread(thread)
     assert deploy_summary(thread, NEW)["rejected"] == "none"
     (row,) = agent_rows("deploy", thread, [])
     assert row["outcome"] == "proposed" and row["by"].startswith("VOID rejection by mallory")
