@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from prefect_micro_agents import (
-    ContextEvent, DecisionEvent, ProposalEvent, ReceiptEvent, Thread, Tool, ToolContext, TriggerEvent, bind,
+    ContextEvent, DecisionEvent, ErrorEvent, ProposalEvent, ReceiptEvent, Thread, Tool, ToolContext, TriggerEvent, bind,
     build_messages, run_until_blocked,
 )
 from prefect_micro_agents.testing import ScriptedModel
 from agents.rollback import ROLLBACK_AGENT, RollbackBackend, RollbackFrontend
-from factories import NEW, OLD, full_deploy_thread
+from factories import NEW, OLD, decided, full_deploy_thread, proposal
 from flows import prefetch, report
 from flows.targets import TargetConfigError
 from flows.targets.base import E2ECheck, E2EReport, EnvState, HistoryEntry, ServiceState
@@ -169,3 +169,20 @@ def test_the_deploy_tool_refuses_another_commit_before_touching_production(tmp_p
     with pytest.raises(OutOfScopeError, match="this run deploys .* only"):
         tool.run(other, ToolContext("key", "thread", "p1"))
     assert settings.build().state("production").history == []
+
+
+MID = "ca6ea468aa1f774e9d0d8f6162dcb6e274dc419d"
+
+
+def test_the_rollback_agent_refuses_the_rejected_release_but_not_another_one(scripted: ScriptedModel) -> None:
+    p = proposal("rollback_backend", 1, to=MID[:12])
+    trigger = TriggerEvent(source="pipeline", actor="deploy-pipeline", request="production e2e failed: roll back")
+    thread = decided(Thread(id="rb", events=(trigger, p)), p, "rejected", "v1.3.1 has the bug too; go to v1.3.0")
+    assert "rollback_backend" in [t.intent_name() for t in ROLLBACK_AGENT.offered(thread)]
+    scripted.enqueue(call("rollback_backend", to=MID[:12]), call("rollback_backend", to=OLD[:12]))
+    thread = run_until_blocked(ROLLBACK_AGENT, thread, [bind(RollbackBackend, _never), bind(RollbackFrontend, _never)],
+                               scripted.model)
+    same, other = thread.events[-2:]
+    assert isinstance(same, ErrorEvent) and same.kind == "invalid_arguments"
+    assert "a human rejected this same call just now" in same.message
+    assert isinstance(other, ProposalEvent) and other.args == {"to": OLD[:12]}  # another release: proposed

@@ -18,54 +18,54 @@ from prefect_micro_agents.errors import ConfigurationError, ProviderError
 from prefect_micro_agents.testing.scripted import ScriptedModel
 from prefect_micro_agents.thread import ErrorEvent, ProposalEvent
 from prefect_micro_agents.tools import args_digest
-from factories import AGENT, NEW, deploy_context
+from toy_agent import AGENT, NEW, expense_context
 
-BACKEND = {"call": {"intent": "deploy_backend_to_prod", "sha": NEW, "reason": "backend first"}}
+PAY = {"call": {"intent": "pay_expense", "receipt": NEW, "reason": "pay first"}}
 
 
 @pytest.mark.parametrize("mode", ["json_schema", "tools"])
 def test_valid_reply_becomes_a_proposal_with_usage(scripted: ScriptedModel, mode: str) -> None:
-    scripted.enqueue(BACKEND, prompt_tokens=321, completion_tokens=12)
-    event = llm.step(AGENT, deploy_context(), scripted.model, mode=mode)
+    scripted.enqueue(PAY, prompt_tokens=321, completion_tokens=12)
+    event = llm.step(AGENT, expense_context(), scripted.model, mode=mode)
     assert isinstance(event, ProposalEvent)
-    assert (event.intent, event.args, event.reason) == ("deploy_backend_to_prod", {"sha": NEW}, "backend first")
-    assert event.args_digest == args_digest("deploy_backend_to_prod", {"sha": NEW})
+    assert (event.intent, event.args, event.reason) == ("pay_expense", {"receipt": NEW}, "pay first")
+    assert event.args_digest == args_digest("pay_expense", {"receipt": NEW})
     assert event.usage is not None and (event.usage.prompt_tokens, event.usage.completion_tokens) == (321, 12)
     assert event.usage.latency_ms is not None and event.usage.latency_ms >= 0
     sent = scripted.requests()[-1]
     if mode == "json_schema":
         schema = sent["optional_params"]["response_format"]["json_schema"]["schema"]
         assert schema["additionalProperties"] is False
-        assert {d["title"] for d in schema["$defs"].values()} >= {"DeployBackendToProd", "DoneForNow"}
+        assert {d["title"] for d in schema["$defs"].values()} >= {"PayExpense", "DoneForNow"}
     else:
         names = [t["function"]["name"] for t in sent["optional_params"]["tools"]]
-        assert names == ["deploy_backend_to_prod", "deploy_frontend_to_prod", "request_more_information", "done_for_now"]
+        assert names == ["look_up_receipt", "pay_expense", "file_expense", "ask_submitter", "done_for_now"]
         assert sent["optional_params"]["tool_choice"] == "required"
-    assert sent["messages"][0]["role"] == "system" and f"deploy SHA {NEW[:12]} " in sent["messages"][1]["content"]
+    assert sent["messages"][0]["role"] == "system" and f"pay back receipt {NEW[:12]}: " in sent["messages"][1]["content"]
 
 
 def test_proposal_ids_are_stable_for_the_same_thread(scripted: ScriptedModel) -> None:
-    scripted.enqueue(BACKEND, BACKEND)
-    first = llm.step(AGENT, deploy_context(), scripted.model)
-    second = llm.step(AGENT, deploy_context(), scripted.model)
+    scripted.enqueue(PAY, PAY)
+    first = llm.step(AGENT, expense_context(), scripted.model)
+    second = llm.step(AGENT, expense_context(), scripted.model)
     assert first.id == second.id and first.digest == second.digest
 
 
 @pytest.mark.parametrize(
     ("reply", "kind", "fragment"),
     [
-        ("I think we should deploy the backend", "malformed_output", "not valid JSON"),
-        ('{"call": {"intent": "deploy_backend_to_prod", "sha": "abc"', "malformed_output", "not valid JSON"),
-        ('["deploy"]', "malformed_output", "expected"),
-        ({"call": {"intent": "drop_database"}}, "unknown_intent", "choose one of: deploy_backend_to_prod"),
-        ({"call": {"intent": "deploy_backend_to_prod", "sha": "not-a-sha"}}, "invalid_arguments", "sha: String should match"),
-        ({"call": {"intent": "deploy_backend_to_prod"}}, "invalid_arguments", "sha: Field required"),
-        ({"call": {"intent": "deploy_backend_to_prod", "sha": NEW, "force": True}}, "invalid_arguments", "force: Extra inputs"),
+        ("I think we should pay it back", "malformed_output", "not valid JSON"),
+        ('{"call": {"intent": "pay_expense", "receipt": "abc"', "malformed_output", "not valid JSON"),
+        ('["pay"]', "malformed_output", "expected"),
+        ({"call": {"intent": "drop_database"}}, "unknown_intent", "choose one of: look_up_receipt"),
+        ({"call": {"intent": "pay_expense", "receipt": "not-a-hash"}}, "invalid_arguments", "receipt: String should match"),
+        ({"call": {"intent": "pay_expense"}}, "invalid_arguments", "receipt: Field required"),
+        ({"call": {"intent": "pay_expense", "receipt": NEW, "force": True}}, "invalid_arguments", "force: Extra inputs"),
     ],
 )
 def test_bad_replies_become_one_compact_error_event(scripted: ScriptedModel, reply: object, kind: str, fragment: str) -> None:
     scripted.enqueue(reply)  # type: ignore[arg-type]
-    event = llm.step(AGENT, deploy_context(), scripted.model, mode="json_schema")
+    event = llm.step(AGENT, expense_context(), scripted.model, mode="json_schema")
     assert isinstance(event, ErrorEvent)
     assert event.kind == kind and fragment in event.message and len(event.message) < 400
 
@@ -73,8 +73,8 @@ def test_bad_replies_become_one_compact_error_event(scripted: ScriptedModel, rep
 def test_transient_provider_errors_are_retried(scripted: ScriptedModel) -> None:
     scripted.enqueue_error("RateLimitError", "slow down")
     scripted.enqueue_error("Timeout", "took too long")
-    scripted.enqueue(BACKEND)
-    event = llm.step(AGENT, deploy_context(), scripted.model, backoff_s=0.01)
+    scripted.enqueue(PAY)
+    event = llm.step(AGENT, expense_context(), scripted.model, backoff_s=0.01)
     assert isinstance(event, ProposalEvent)
     assert len(scripted.requests()) == 3
 
@@ -83,15 +83,15 @@ def test_persistent_provider_errors_surface_as_one_clear_error(scripted: Scripte
     for _ in range(3):
         scripted.enqueue_error("ServiceUnavailableError", "down for maintenance")
     with pytest.raises(ProviderError, match=r"failed 3 times \(ServiceUnavailableError.*AGENT_MODEL"):
-        llm.step(AGENT, deploy_context(), scripted.model, max_retries=2, backoff_s=0.01)
+        llm.step(AGENT, expense_context(), scripted.model, max_retries=2, backoff_s=0.01)
     assert len(scripted.requests()) == 3
 
 
 def test_authentication_errors_are_not_retried(scripted: ScriptedModel) -> None:
     scripted.enqueue_error("AuthenticationError", "bad key")
-    scripted.enqueue(BACKEND)
+    scripted.enqueue(PAY)
     with pytest.raises(ConfigurationError, match="refused the request.*API key"):
-        llm.step(AGENT, deploy_context(), scripted.model, backoff_s=0.01)
+        llm.step(AGENT, expense_context(), scripted.model, backoff_s=0.01)
     assert scripted.pending == 1
 
 
@@ -106,17 +106,17 @@ def test_model_resolution_parameter_then_environment_then_local(monkeypatch: pyt
 
 def test_environment_model_is_used_by_a_step(scripted: ScriptedModel, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENT_MODEL", scripted.model)
-    scripted.enqueue(BACKEND)
-    assert isinstance(llm.step(AGENT, deploy_context()), ProposalEvent)
+    scripted.enqueue(PAY)
+    assert isinstance(llm.step(AGENT, expense_context()), ProposalEvent)
 
 
 def test_rendering_and_replay_do_not_import_litellm() -> None:
     code = (
         "import sys, prefect_micro_agents.runner, prefect_micro_agents.reducer, prefect_micro_agents.prompts, prefect_micro_agents.llm\n"
-        "sys.path.insert(0, 'tests')\n"
-        "from factories import AGENT, full_deploy_thread\n"
+        "sys.path.insert(0, 'tests/kit')\n"
+        "from toy_agent import AGENT, full_expense_thread\n"
         "from prefect_micro_agents.reducer import next_action\n"
-        "t = full_deploy_thread()\n"
+        "t = full_expense_thread()\n"
         "prefect_micro_agents.llm.build_request(AGENT, t, 'openai/gpt-4o-mini')\n"
         "assert prefect_micro_agents.llm.build_request(AGENT, t).model == 'local/gemma3-270m'\n"
         "next_action(AGENT, t)\n"
@@ -195,8 +195,8 @@ def test_api_base_reaches_litellm_for_every_model_but_the_local_one(
     monkeypatch.setenv("AGENT_API_BASE", "http://127.0.0.1:9/v1")
     assert llm.litellm_target("openai/my-model") == {"model": "openai/my-model", "api_base": "http://127.0.0.1:9/v1"}
     assert llm.litellm_target(scripted.model) == {"model": scripted.model, "api_base": "http://127.0.0.1:9/v1"}
-    scripted.enqueue(BACKEND)
-    assert isinstance(llm.step(AGENT, deploy_context(), scripted.model), ProposalEvent)
+    scripted.enqueue(PAY)
+    assert isinstance(llm.step(AGENT, expense_context(), scripted.model), ProposalEvent)
     assert scripted.requests()[-1]["api_base"] == "http://127.0.0.1:9/v1"
 
 
@@ -227,22 +227,22 @@ def test_the_prompt_is_redacted_even_for_a_thread_nobody_redacted(monkeypatch: p
     from prefect_micro_agents.thread import ContextEvent
 
     canary = "canary-prompt-5b1e0c7a"
-    monkeypatch.setenv("DEPLOY_TOKEN", canary)
-    thread = deploy_context().append(ContextEvent(name="deploy_log", payload={
+    monkeypatch.setenv("LEDGER_TOKEN", canary)
+    thread = expense_context().append(ContextEvent(name="ledger_log", payload={
         "stdout": f"using token {canary}", "mirror": "https://ci:short@git.example.com/app.git"}))
     request = llm.build_request(AGENT, thread, "scripted/unused")
     sent = json.dumps(request.messages)
     assert canary not in sent and "short@" not in sent
-    assert "[redacted:DEPLOY_TOKEN]" in sent and "https://ci:[redacted:url-password]@git.example.com" in sent
+    assert "[redacted:LEDGER_TOKEN]" in sent and "https://ci:[redacted:url-password]@git.example.com" in sent
 
 
 def test_an_unknown_output_mode_names_its_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigurationError, match=r"mode='xml' is not an output mode; use one of: auto, json_schema"):
-        llm.build_request(AGENT, deploy_context(), "openai/gpt-4o-mini", mode="xml")
+        llm.build_request(AGENT, expense_context(), "openai/gpt-4o-mini", mode="xml")
     monkeypatch.setenv("AGENT_OUTPUT_MODE", "grammar")
     with pytest.raises(ConfigurationError, match=r"AGENT_OUTPUT_MODE='grammar' is not an output mode"):
-        llm.build_request(AGENT, deploy_context(), "openai/gpt-4o-mini")
-    assert llm.build_request(AGENT, deploy_context(), "openai/gpt-4o-mini", mode="tools").mode == "tools"
+        llm.build_request(AGENT, expense_context(), "openai/gpt-4o-mini")
+    assert llm.build_request(AGENT, expense_context(), "openai/gpt-4o-mini", mode="tools").mode == "tools"
 
 
 # Custom providers: hooks named in $AGENT_LITELLM_PROVIDERS run once per process, before its first litellm call.
@@ -265,7 +265,7 @@ def register():
 
     class Fixed(CustomLLM):
         def completion(self, model, messages, *args, **kwargs):
-            call = {"call": {"intent": "done_for_now", "message": "nothing to deploy"}}
+            call = {"call": {"intent": "done_for_now", "message": "nothing to pay"}}
             return ModelResponse(choices=[Choices(index=0, message=Message(content=json.dumps(call), role="assistant"))])
 
     litellm.custom_provider_map.append({"provider": "fixed", "custom_handler": Fixed()})
@@ -277,8 +277,8 @@ def test_a_provider_hook_named_in_the_environment_registers_a_custom_provider_on
     (tmp_path / "my_providers.py").write_text(_FIXED_PROVIDER)
     code = (
         "import os, sys\n"
-        "sys.path.insert(0, 'tests')\n"
-        "from factories import AGENT, deploy_context\n"
+        "sys.path.insert(0, 'tests/kit')\n"
+        "from toy_agent import AGENT, expense_context\n"
         "from prefect_micro_agents import llm\n"
         "from prefect_micro_agents.errors import ConfigurationError\n"
         "try:\n"
@@ -288,7 +288,7 @@ def test_a_provider_hook_named_in_the_environment_registers_a_custom_provider_on
         "os.environ['AGENT_LITELLM_PROVIDERS'] = 'my_providers:register'\n"
         "print('preflight:', llm.preflight('fixed/any'))\n"
         "for _ in range(2):\n"
-        "    print('step:', llm.step(AGENT, deploy_context(), 'fixed/any', mode='json_schema').intent)\n"
+        "    print('step:', llm.step(AGENT, expense_context(), 'fixed/any', mode='json_schema').intent)\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("AGENT_MODEL", llm.PROVIDERS_ENV)}
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
@@ -315,7 +315,7 @@ def test_a_bad_provider_hook_is_one_configuration_error_naming_the_variable(
     monkeypatch.setenv(llm.PROVIDERS_ENV, f"{os.environ[llm.PROVIDERS_ENV]}, {value}")
     with pytest.raises(ConfigurationError, match=rf"^AGENT_LITELLM_PROVIDERS: .*{fragment}"):
         llm.preflight(scripted.model)
-    scripted.enqueue(BACKEND)
+    scripted.enqueue(PAY)
     with pytest.raises(ConfigurationError, match=rf"^AGENT_LITELLM_PROVIDERS: .*{fragment}"):
-        llm.step(AGENT, deploy_context(), scripted.model, backoff_s=0.01)
+        llm.step(AGENT, expense_context(), scripted.model, backoff_s=0.01)
     assert scripted.pending == 1 and scripted.requests() == []  # never retried, the model never asked

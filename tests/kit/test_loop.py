@@ -17,17 +17,16 @@ from typing import Any
 
 import pytest
 
-from agents.deploybot import DEPLOY_AGENT
-from factories import NEW
 from loop_flows import interrupted, recording_tools
 from prefect_micro_agents.adapter.local_server import LocalPrefectServer
 from prefect_micro_agents.reducer import Halted, next_action
 from prefect_micro_agents.runner import run_until_blocked
 from prefect_micro_agents.testing.scripted import ScriptedModel
 from prefect_micro_agents.thread import ReceiptEvent, ResultEvent, Thread
+from toy_agent import AGENT, NEW
 
 HERE = Path(__file__).resolve().parent
-DONE = {"call": {"intent": "done_for_now", "message": "backend on " + NEW}}
+DONE = {"call": {"intent": "done_for_now", "message": "paid " + NEW}}
 
 
 def calls_of(path: Path) -> list[dict[str, Any]]:
@@ -35,17 +34,17 @@ def calls_of(path: Path) -> list[dict[str, Any]]:
 
 
 def assert_reconciled_under_the_receipts_key(final: Thread, calls: list[dict[str, Any]], key: str) -> None:
-    assert calls == [{"intent": "deploy_backend_to_prod", "sha": NEW, "key": key, "reconcile": True}]
+    assert calls == [{"intent": "pay_expense", "receipt": NEW, "key": key, "reconcile": True}]
     assert [r.idempotency_key for r in final.of_type(ReceiptEvent)] == [key]  # no second receipt
     assert [r.idempotency_key for r in final.of_type(ResultEvent)] == [key]
-    assert next_action(DEPLOY_AGENT, final) == Halted("done")
+    assert next_action(AGENT, final) == Halted("done")
 
 
 def test_the_plain_runner_reconciles_a_call_whose_receipt_has_no_result(scripted: ScriptedModel,
                                                                         tmp_path: Path) -> None:
     thread, key = interrupted()
     scripted.enqueue(DONE)
-    final = run_until_blocked(DEPLOY_AGENT, thread, recording_tools(tmp_path / "calls.jsonl"), scripted.model)
+    final = run_until_blocked(AGENT, thread, recording_tools(tmp_path / "calls.jsonl"), scripted.model)
     assert_reconciled_under_the_receipts_key(final, calls_of(tmp_path / "calls.jsonl"), key)
 
 

@@ -1,4 +1,5 @@
-"""Issue 10 item 12: a weak model cannot loop on a rejected call or on questions; enforced by what is offered."""
+"""Issue 10 item 12: a weak model cannot loop on a rejected call or on questions; enforced by what is offered. On the
+kit's own agent (tests/kit/toy_agent.py); the rollback agent's refusal: tests/app/test_pipeline_parts.py."""
 
 from __future__ import annotations
 
@@ -9,20 +10,16 @@ from typing import Any
 
 import pytest
 
-from agents.deploybot import DEPLOY_AGENT, DeployBackendToProd, DeployFrontendToProd
 from prefect_micro_agents import bind
 from prefect_micro_agents.errors import ConfigurationError
 from prefect_micro_agents.llm import LLMReply, build_request, parse_reply
 from prefect_micro_agents.reducer import AwaitAnswer, AwaitApproval, apply, next_action
-from agents.rollback import ROLLBACK_AGENT
 from prefect_micro_agents.runner import run_until_blocked
 from prefect_micro_agents.testing.scripted import ScriptedModel
-from prefect_micro_agents.thread import AnswerEvent, DecisionEvent, ErrorEvent, ProposalEvent, Thread, TriggerEvent, Usage
+from prefect_micro_agents.thread import AnswerEvent, DecisionEvent, ErrorEvent, ProposalEvent, Thread, Usage
 from prefect_micro_agents.tools import Agent, consecutive_questions, rejected_call
-from factories import AT, NEW, OLD, decided, deploy_context, proposal
+from toy_agent import AGENT, AT, NEW, FileExpense, LookUpReceipt, PayExpense, decided, expense_context, proposal
 
-AGENT = DEPLOY_AGENT
-MID = "ca6ea468aa1f774e9d0d8f6162dcb6e274dc419d"
 OTHER = "bd9c0e56a8ca6101af4a111e1c30acee0fe04827"
 
 
@@ -37,54 +34,43 @@ def reply(agent: Agent, thread: Thread, intent: str, **args: str) -> ProposalEve
 
 
 def asked(thread: Thread, n: int, answer: str = "not sure") -> Thread:
-    q = proposal("request_more_information", n, question=f"question {n}?")
+    q = proposal("ask_submitter", n, question=f"question {n}?")
     return thread.append(q, AnswerEvent(proposal_id=q.id, answer=answer, by="alice", at=AT))
 
 
 # -- a rejected call is not accepted again unchanged as the next proposal
 
 
-def test_a_rejected_deploy_of_the_target_is_not_offered_until_the_agent_proposes_something_else() -> None:
-    p = proposal("deploy_frontend_to_prod", 1, sha=NEW[:12])
-    rejected = decided(deploy_context().append(p), p, "rejected", "deploy the backend first")
+def test_a_rejected_call_on_the_report_is_not_offered_until_the_agent_proposes_something_else() -> None:
+    p = proposal("file_expense", 1, receipt=NEW[:12])
+    rejected = decided(expense_context().append(p), p, "rejected", "pay it first")
     assert rejected_call(rejected) == p
-    assert "deploy_frontend_to_prod" not in offered(AGENT, rejected)
-    out = reply(AGENT, rejected, "deploy_frontend_to_prod", sha=NEW)  # as the model repeats it, in full
-    assert isinstance(out, ErrorEvent) and out.kind == "unknown_intent" and "deploy_backend_to_prod" in out.message
+    assert "file_expense" not in offered(AGENT, rejected)
+    out = reply(AGENT, rejected, "file_expense", receipt=NEW)  # as the model repeats it, in full
+    assert isinstance(out, ErrorEvent) and out.kind == "unknown_intent" and "pay_expense" in out.message
     # An error in between does not lift the rule: the latest proposal is still the rejected one.
-    assert "deploy_frontend_to_prod" not in offered(AGENT, rejected.append(out))
-    # Once the agent proposed something else, the frontend is on offer again.
-    q = proposal("request_more_information", 2, question="frontend after the backend?")
+    assert "file_expense" not in offered(AGENT, rejected.append(out))
+    # Once the agent proposed something else, filing is on offer again.
+    q = proposal("ask_submitter", 2, question="file it after paying?")
     later = rejected.append(q, AnswerEvent(proposal_id=q.id, answer="yes", by="alice", at=AT))
-    assert rejected_call(later) is None and "deploy_frontend_to_prod" in offered(AGENT, later)
+    assert rejected_call(later) is None and "file_expense" in offered(AGENT, later)
 
 
 def test_the_same_intent_with_other_arguments_stays_on_offer() -> None:
-    """'Right tool, wrong commit' feedback: the tool stays; only the rejected arguments are refused."""
-    p = proposal("deploy_backend_to_prod", 1, sha=OTHER[:12])
-    rejected = decided(deploy_context().append(p), p, "rejected", "wrong commit: deploy 9f8e7d6c5b4a")
-    assert "deploy_backend_to_prod" in offered(AGENT, rejected)
-    again = reply(AGENT, rejected, "deploy_backend_to_prod", sha=OTHER)  # the full SHA of the abbreviated one
+    """'Right tool, wrong receipt' feedback: the tool stays; only the rejected arguments are refused."""
+    p = proposal("pay_expense", 1, receipt=OTHER[:12])
+    rejected = decided(expense_context().append(p), p, "rejected", "wrong receipt: pay 9f8e7d6c5b4a")
+    assert "pay_expense" in offered(AGENT, rejected)
+    again = reply(AGENT, rejected, "pay_expense", receipt=OTHER)  # the full hash of the abbreviated one
     assert isinstance(again, ErrorEvent) and again.kind == "invalid_arguments"
     assert "a human rejected this same call just now" in again.message
-    assert isinstance(reply(AGENT, rejected, "deploy_backend_to_prod", sha=NEW[:12]), ProposalEvent)
-
-
-def test_the_rollback_agent_refuses_the_rejected_release_but_not_another_one() -> None:
-    p = proposal("rollback_backend", 1, to=MID[:12])
-    trigger = TriggerEvent(source="pipeline", actor="deploy-pipeline", request="production e2e failed: roll back")
-    thread = decided(Thread(id="rb", events=(trigger, p)), p, "rejected", "v1.3.1 has the bug too; go to v1.3.0")
-    assert isinstance(rejected_call(thread), ProposalEvent)
-    assert "rollback_backend" in offered(ROLLBACK_AGENT, thread)
-    same = reply(ROLLBACK_AGENT, thread, "rollback_backend", to=MID[:12])
-    assert isinstance(same, ErrorEvent) and same.kind == "invalid_arguments"
-    assert isinstance(reply(ROLLBACK_AGENT, thread, "rollback_backend", to=OLD[:12]), ProposalEvent)
+    assert isinstance(reply(AGENT, rejected, "pay_expense", receipt=NEW[:12]), ProposalEvent)
 
 
 def test_an_approved_or_void_decision_refuses_nothing() -> None:
-    p = proposal("deploy_backend_to_prod", 1, sha=OTHER[:12])
-    stale = proposal("deploy_backend_to_prod", 1, sha=NEW[:12])  # same id, other args: a void rejection
-    void = decided(deploy_context().append(p), stale, "rejected", "no")
+    p = proposal("pay_expense", 1, receipt=OTHER[:12])
+    stale = proposal("pay_expense", 1, receipt=NEW[:12])  # same id, other args: a void rejection
+    void = decided(expense_context().append(p), stale, "rejected", "no")
     assert rejected_call(void) is None
     assert next_action(AGENT, void) == AwaitApproval(p)  # the reducer still waits for a real decision
 
@@ -93,26 +79,26 @@ def test_an_approved_or_void_decision_refuses_nothing() -> None:
 
 
 def test_after_two_questions_in_a_row_no_question_is_offered() -> None:
-    once = asked(deploy_context(), 1)
-    assert consecutive_questions(AGENT, once) == 1 and "request_more_information" in offered(AGENT, once)
+    once = asked(expense_context(), 1)
+    assert consecutive_questions(AGENT, once) == 1 and "ask_submitter" in offered(AGENT, once)
     twice = asked(once, 2)
     assert consecutive_questions(AGENT, twice) == AGENT.max_consecutive_questions == 2
-    assert offered(AGENT, twice) == ["deploy_backend_to_prod", "deploy_frontend_to_prod", "done_for_now"]
-    third = reply(AGENT, twice, "request_more_information", question="and now?")
+    assert offered(AGENT, twice) == ["look_up_receipt", "pay_expense", "file_expense", "done_for_now"]
+    third = reply(AGENT, twice, "ask_submitter", question="and now?")
     assert isinstance(third, ErrorEvent) and third.kind == "unknown_intent"
     # The schema and the prompt sent to the model no longer carry the question tool.
     request = build_request(AGENT, twice, "openai/gpt-4o-mini")
-    assert "request_more_information" not in str(request.schema_) and "- request_more_information" not in \
+    assert "ask_submitter" not in str(request.schema_) and "- ask_submitter" not in \
         request.messages[0]["content"]
     # Errors do not reset the count; a proposal that acts does.
-    assert "request_more_information" not in offered(AGENT, twice.append(third))
-    p = proposal("deploy_backend_to_prod", 3, sha=NEW)
-    assert "request_more_information" in offered(AGENT, decided(twice.append(p), p, "rejected", "not yet"))
+    assert "ask_submitter" not in offered(AGENT, twice.append(third))
+    p = proposal("pay_expense", 3, receipt=NEW)
+    assert "ask_submitter" in offered(AGENT, decided(twice.append(p), p, "rejected", "not yet"))
 
 
 def test_the_question_cap_is_an_agent_setting() -> None:
     strict = dataclasses.replace(AGENT, max_consecutive_questions=1)
-    assert "request_more_information" not in offered(strict, asked(deploy_context(), 1))
+    assert "ask_submitter" not in offered(strict, asked(expense_context(), 1))
     with pytest.raises(ConfigurationError, match="max_consecutive_questions must be >= 1"):
         dataclasses.replace(AGENT, max_consecutive_questions=0)
 
@@ -139,35 +125,35 @@ def call(intent: str, **args: str) -> dict[str, Any]:
 
 
 def test_a_model_that_repeats_itself_is_stopped_in_code_and_the_human_sees_it_once(scripted: ScriptedModel) -> None:
-    def deploy(call: Any, ctx: Any) -> dict[str, Any]:
+    def record(call: Any, ctx: Any) -> dict[str, Any]:
         return {"ok": True}
 
-    impls = [bind(DeployBackendToProd, deploy), bind(DeployFrontendToProd, deploy)]
+    impls = [bind(PayExpense, record), bind(FileExpense, record), bind(LookUpReceipt, record)]
     scripted.enqueue(
-        call("deploy_frontend_to_prod", sha=NEW[:12]),
-        call("deploy_frontend_to_prod", sha=NEW[:12]),  # the same call right after "deploy the backend first"
-        call("request_more_information", question="which service first?"),
-        call("request_more_information", question="are you sure?"),
-        call("request_more_information", question="really sure?"),  # a third question in a row
-        call("deploy_backend_to_prod", sha=NEW[:12]),
+        call("file_expense", receipt=NEW[:12]),
+        call("file_expense", receipt=NEW[:12]),  # the same call right after "pay it first"
+        call("ask_submitter", question="pay or file first?"),
+        call("ask_submitter", question="are you sure?"),
+        call("ask_submitter", question="really sure?"),  # a third question in a row
+        call("pay_expense", receipt=NEW[:12]),
     )
-    thread = run_until_blocked(AGENT, deploy_context(), impls, scripted.model)
-    thread = run_until_blocked(AGENT, decide(AGENT, thread, "rejected", "deploy the backend first"), impls,
+    thread = run_until_blocked(AGENT, expense_context(), impls, scripted.model)
+    thread = run_until_blocked(AGENT, decide(AGENT, thread, "rejected", "pay it first"), impls,
                                scripted.model)
-    thread = run_until_blocked(AGENT, answer(AGENT, thread, "the backend"), impls, scripted.model)
+    thread = run_until_blocked(AGENT, answer(AGENT, thread, "pay first"), impls, scripted.model)
     thread = run_until_blocked(AGENT, answer(AGENT, thread, "yes"), impls, scripted.model)
 
     assert isinstance(next_action(AGENT, thread), AwaitApproval)
-    kinds = [e.type if e.type != "error" else f"error:{e.kind}" for e in thread.events[len(deploy_context().events):]]
+    kinds = [e.type if e.type != "error" else f"error:{e.kind}" for e in thread.events[len(expense_context().events):]]
     assert kinds == ["proposal", "decision", "error:unknown_intent", "proposal", "answer", "proposal", "answer",
                      "error:unknown_intent", "proposal"]
     proposals = thread.of_type(ProposalEvent)
-    assert [p.intent for p in proposals] == ["deploy_frontend_to_prod", "request_more_information",
-                                             "request_more_information", "deploy_backend_to_prod"]
+    assert [p.intent for p in proposals] == ["file_expense", "ask_submitter",
+                                             "ask_submitter", "pay_expense"]
     offered_per_request = [[t["function"]["name"] for t in (r["optional_params"].get("tools") or [])] or
                            _schema_intents(r) for r in scripted.requests()]
-    assert "deploy_frontend_to_prod" not in offered_per_request[1]  # the step right after the rejection
-    assert "request_more_information" not in offered_per_request[4]  # after two questions in a row
+    assert "file_expense" not in offered_per_request[1]  # the step right after the rejection
+    assert "ask_submitter" not in offered_per_request[4]  # after two questions in a row
 
 
 def _schema_intents(request: dict[str, Any]) -> list[str]:

@@ -1,6 +1,6 @@
 """Redaction in real flow runs on the session's Prefect server: what run_agent stores and publishes for a thread it
 was handed unredacted, what the execute task persists, what a run's logs carry (the engine's traceback of a failed
-task included), and the report artifact. The flows (tests/kit/redaction_flows.py) run in a fresh Python process."""
+task included). The deploy bot's report artifact: tests/app/test_report_redaction.py. The flows (tests/kit/redaction_flows.py) run in a fresh Python process."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from prefect_harness import stored_text
 pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).resolve().parent
-CANARIES = {"DEPLOY_TOKEN": "canary-context-2b7c9d1e", "TOOL_TOKEN": "canary-tool-5e8f0a3b",
-            "ERROR_TOKEN": "canary-error-7d1c4b9a", "REPORT_TOKEN": "canary-report-0f6e2a8c"}
+CANARIES = {"LEDGER_TOKEN": "canary-context-2b7c9d1e", "TOOL_TOKEN": "canary-tool-5e8f0a3b",
+            "ERROR_TOKEN": "canary-error-7d1c4b9a"}
 
 
 def run_logs(http: httpx.Client, run_id: str, until: str, timeout: float = 30) -> list[str]:
@@ -45,7 +45,7 @@ def artifacts(http: httpx.Client, run_id: str) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def flows(prefect_server: LocalPrefectServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     scripted = ScriptedModel(tmp_path_factory.mktemp("redaction-model"))
-    scripted.enqueue({"call": {"intent": "done_for_now", "message": "nothing to deploy"}})
+    scripted.enqueue({"call": {"intent": "done_for_now", "message": "nothing to pay"}})
     env = {**os.environ, **CANARIES}
     proc = subprocess.run([sys.executable, str(HERE / "redaction_flows.py"), scripted.model], env=env, cwd=HERE,
                           capture_output=True, text=True, timeout=300)
@@ -55,14 +55,14 @@ def flows(prefect_server: LocalPrefectServer, tmp_path_factory: pytest.TempPathF
 
 
 def test_run_agent_redacts_the_thread_it_was_handed(flows: dict[str, Any], http: httpx.Client) -> None:
-    canary, run = CANARIES["DEPLOY_TOKEN"], flows["runs"]["agent"]
+    canary, run = CANARIES["LEDGER_TOKEN"], flows["runs"]["agent"]
     assert run["type"] == "COMPLETED" and run["result"] == "done"
-    thread = ThreadStore().load(run["id"], "deploy")
-    assert thread is not None and "rotate the deploy token to [redacted:DEPLOY_TOKEN]" in thread.to_json()
-    assert canary not in ThreadStore().path(run["id"], "deploy").read_text()
+    thread = ThreadStore().load(run["id"], "expense")
+    assert thread is not None and "rotate the ledger token to [redacted:LEDGER_TOKEN]" in thread.to_json()
+    assert canary not in ThreadStore().path(run["id"], "expense").read_text()
     published = artifacts(http, run["id"])
     assert published and all(canary not in json.dumps(a) for a in published)
-    assert "[redacted:DEPLOY_TOKEN]" in json.dumps(published)
+    assert "[redacted:LEDGER_TOKEN]" in json.dumps(published)
     assert all(canary not in json.dumps(r) for r in flows["scripted"].requests())
 
 
@@ -87,11 +87,3 @@ def test_the_execute_task_persists_only_the_redacted_event(flows: dict[str, Any]
     assert "[redacted:TOOL_TOKEN]" in json.dumps(recorded)
     stored = prefect_server.storage_path / f"exec-{key}"  # the task's cache key is its result's storage key
     assert "[redacted:TOOL_TOKEN]" in stored_text(stored) and canary not in stored_text(stored)
-
-
-def test_the_report_artifact_is_redacted(flows: dict[str, Any], http: httpx.Client) -> None:
-    canary, run = CANARIES["REPORT_TOKEN"], flows["runs"]["report"]
-    assert run["type"] == "COMPLETED"
-    published = json.dumps(artifacts(http, run["id"]))
-    assert "used [redacted:REPORT_TOKEN]" in published and "done with [redacted:REPORT_TOKEN]" in published
-    assert canary not in published

@@ -33,84 +33,84 @@ from prefect_micro_agents.thread import (
     Thread,
 )
 from prefect_micro_agents.tools import Agent, Tool
-from factories import AGENT, AT, NEW, OLD, decided, deploy_context, full_deploy_thread, proposal
+from toy_agent import AGENT, AT, NEW, OLD, decided, expense_context, full_expense_thread, proposal
 import purity
 
 
 def test_fresh_thread_asks_the_model() -> None:
-    assert next_action(AGENT, deploy_context()) == AskModel(step=1)
+    assert next_action(AGENT, expense_context()) == AskModel(step=1)
 
 
 def test_approve_tool_waits_for_approval() -> None:
-    p = proposal("deploy_backend_to_prod", 1, sha=NEW)
-    assert next_action(AGENT, deploy_context().append(p)) == AwaitApproval(p)
+    p = proposal("pay_expense", 1, receipt=NEW)
+    assert next_action(AGENT, expense_context().append(p)) == AwaitApproval(p)
 
 
 def test_matching_approval_unlocks_execute() -> None:
-    p = proposal("deploy_backend_to_prod", 1, sha=NEW)
-    thread = decided(deploy_context().append(p), p, "approved")
+    p = proposal("pay_expense", 1, receipt=NEW)
+    thread = decided(expense_context().append(p), p, "approved")
     action = next_action(AGENT, thread)
     assert isinstance(action, Execute) and action.proposal == p and action.approval == thread.events[-1]
 
 
 def test_approval_with_a_mismatched_digest_does_not_unlock_execute() -> None:
-    p = proposal("deploy_backend_to_prod", 1, sha=NEW)
+    p = proposal("pay_expense", 1, receipt=NEW)
     # The human approved a proposal with the same id but other arguments: void.
-    other = proposal("deploy_backend_to_prod", 1, sha="deadbeef0000")
-    thread = decided(deploy_context().append(p), other, "approved")
+    other = proposal("pay_expense", 1, receipt="deadbeef0000")
+    thread = decided(expense_context().append(p), other, "approved")
     assert thread.events[-1].proposal_id == p.id
     assert next_action(AGENT, thread) == AwaitApproval(p)
 
 
 def test_approval_of_another_proposal_does_not_unlock_execute() -> None:
-    p = proposal("deploy_backend_to_prod", 1, sha=NEW)
-    thread = deploy_context().append(p)
-    foreign = decided(thread, p, "approved").events[-1].model_copy(update={"proposal_id": "deploy-999"})
-    with pytest.raises(ThreadError, match="pending proposal is 'deploy-1'"):
+    p = proposal("pay_expense", 1, receipt=NEW)
+    thread = expense_context().append(p)
+    foreign = decided(thread, p, "approved").events[-1].model_copy(update={"proposal_id": "expense-999"})
+    with pytest.raises(ThreadError, match="pending proposal is 'expense-1'"):
         apply(thread, foreign)
     assert next_action(AGENT, thread) == AwaitApproval(p)
 
 
 def test_rejection_with_a_stale_digest_is_void_too() -> None:
-    p = proposal("deploy_frontend_to_prod", 1, sha=NEW)
-    other = proposal("deploy_frontend_to_prod", 1, sha="deadbeef0000")
-    thread = decided(deploy_context().append(p), other, "rejected", "no")
+    p = proposal("file_expense", 1, receipt=NEW)
+    other = proposal("file_expense", 1, receipt="deadbeef0000")
+    thread = decided(expense_context().append(p), other, "rejected", "no")
     assert next_action(AGENT, thread) == AwaitApproval(p)
 
 
 def test_rejection_goes_back_to_the_model() -> None:
-    p = proposal("deploy_frontend_to_prod", 1, sha=NEW)
-    thread = decided(deploy_context().append(p), p, "rejected", "deploy the backend first")
+    p = proposal("file_expense", 1, receipt=NEW)
+    thread = decided(expense_context().append(p), p, "rejected", "pay it first")
     assert next_action(AGENT, thread) == AskModel(step=2)
 
 
 def test_result_settles_the_proposal() -> None:
-    thread = full_deploy_thread()
+    thread = full_expense_thread()
     assert next_action(AGENT, thread) == AskModel(step=4)
 
 
 def test_human_tool_awaits_an_answer_then_asks_the_model() -> None:
-    p = proposal("request_more_information", 1, question="which SHA?")
-    thread = deploy_context().append(p)
+    p = proposal("ask_submitter", 1, question="which receipt?")
+    thread = expense_context().append(p)
     assert next_action(AGENT, thread) == AwaitAnswer(p)
     answered = thread.append(AnswerEvent(proposal_id=p.id, answer="the newest tag", by="alice", at=AT))
     assert next_action(AGENT, answered) == AskModel(step=2)
 
 
 def test_terminal_tool_finishes_and_then_halts() -> None:
-    p = proposal("done_for_now", 1, message="all deployed")
-    action = next_action(AGENT, deploy_context().append(p))
-    assert action == Finish(DoneEvent(proposal_id=p.id, message="all deployed"))
-    assert next_action(AGENT, apply(deploy_context().append(p), action.event)) == Halted("done")
+    p = proposal("done_for_now", 1, message="all paid")
+    action = next_action(AGENT, expense_context().append(p))
+    assert action == Finish(DoneEvent(proposal_id=p.id, message="all paid"))
+    assert next_action(AGENT, apply(expense_context().append(p), action.event)) == Halted("done")
 
 
 def test_auto_tool_executes_without_approval() -> None:
     p = proposal("lookup", 1)
-    assert next_action(WALKER, deploy_context().append(p)) == Execute(p, None)
+    assert next_action(WALKER, expense_context().append(p)) == Execute(p, None)
 
 
 def test_consecutive_errors_escalate_at_the_cap() -> None:
-    thread = deploy_context()
+    thread = expense_context()
     for n in range(AGENT.max_consecutive_errors):
         assert isinstance(next_action(AGENT, thread), AskModel)
         thread = apply(thread, ErrorEvent(kind="malformed_output", message=f"bad {n}"))
@@ -121,9 +121,9 @@ def test_consecutive_errors_escalate_at_the_cap() -> None:
 
 
 def test_an_error_streak_is_broken_by_a_good_step() -> None:
-    thread = deploy_context()
+    thread = expense_context()
     thread = thread.append(ErrorEvent(kind="malformed_output", message="x"), ErrorEvent(kind="unknown_intent", message="y"))
-    p = proposal("deploy_backend_to_prod", 3, sha=NEW)
+    p = proposal("pay_expense", 3, receipt=NEW)
     thread = decided(thread.append(p), p, "approved")
     thread = thread.append(ResultEvent(proposal_id=p.id, intent=p.intent, output="ok"))
     thread = thread.append(ErrorEvent(kind="malformed_output", message="z"))
@@ -131,16 +131,16 @@ def test_an_error_streak_is_broken_by_a_good_step() -> None:
 
 
 def test_tool_error_settles_the_proposal_and_counts_toward_the_cap() -> None:
-    p = proposal("deploy_backend_to_prod", 1, sha=NEW)
-    thread = decided(deploy_context().append(p), p, "approved")
+    p = proposal("pay_expense", 1, receipt=NEW)
+    thread = decided(expense_context().append(p), p, "approved")
     thread = apply(thread, ErrorEvent(kind="tool_error", message="boom", proposal_id=p.id))
     assert next_action(AGENT, thread) == AskModel(step=2)
 
 
 def test_step_cap_escalates() -> None:
-    thread = deploy_context()
+    thread = expense_context()
     for n in range(1, AGENT.max_steps + 1):
-        p = proposal("deploy_frontend_to_prod", n, sha=NEW)
+        p = proposal("file_expense", n, receipt=NEW)
         thread = decided(thread.append(p), p, "rejected", "no")
     assert model_steps(thread) == AGENT.max_steps
     action = next_action(AGENT, thread)
@@ -149,19 +149,19 @@ def test_step_cap_escalates() -> None:
 
 def test_unknown_tool_in_a_recorded_thread_escalates() -> None:
     p = proposal("format_disk", 1)
-    action = next_action(AGENT, deploy_context().append(p))
+    action = next_action(AGENT, expense_context().append(p))
     assert isinstance(action, Escalate) and "format_disk" in action.event.reason
 
 
 def test_apply_refuses_events_after_the_end_and_out_of_turn() -> None:
-    ended = deploy_context().append(EscalationEvent(reason="x"))
+    ended = expense_context().append(EscalationEvent(reason="x"))
     with pytest.raises(ThreadError, match="has ended"):
         apply(ended, ErrorEvent(kind="malformed_output", message="late"))
     with pytest.raises(ThreadError, match="pending proposal is None"):
-        apply(deploy_context(), ResultEvent(proposal_id="nope", intent="x", output=1))
-    p = proposal("deploy_backend_to_prod", 1, sha=NEW)
+        apply(expense_context(), ResultEvent(proposal_id="nope", intent="x", output=1))
+    p = proposal("pay_expense", 1, receipt=NEW)
     with pytest.raises(ThreadError, match="still pending"):
-        apply(deploy_context().append(p), proposal("deploy_frontend_to_prod", 2, sha=NEW))
+        apply(expense_context().append(p), proposal("file_expense", 2, receipt=NEW))
 
 
 # -- purity: what the module docstring promises (no I/O, no clock) and what replay relies on (same thread, same answer)
@@ -174,7 +174,7 @@ class Lookup(Tool):
     intent: Literal["lookup"]
 
 
-WALKER = Agent(name="walker", tools=(*AGENT.tools, Lookup), prompt="deploy_agent.j2", max_steps=6)
+WALKER = Agent(name="walker", tools=(*AGENT.tools, Lookup), prompt="expense_agent.j2", max_steps=6)
 INTENTS = [t.intent_name() for t in WALKER.tools] + ["format_disk"]  # and one the agent does not have
 STALE = "0" * 64
 
@@ -182,16 +182,16 @@ STALE = "0" * 64
 @st.composite
 def walks(draw: st.DrawFn) -> Thread:
     """A thread the loop could really build: each event is a random legal answer to what next_action asked for."""
-    thread = deploy_context(sha=draw(st.sampled_from([NEW, OLD])))  # OLD: production already runs the target
+    thread = expense_context(receipt=draw(st.sampled_from([NEW, OLD])))  # OLD: the history shows it paid already
     for _ in range(draw(st.integers(0, 18))):
         match next_action(WALKER, thread):
             case Halted():
                 break
             case AskModel(step=n):
                 intent = draw(st.sampled_from(INTENTS))
-                args = {"deploy_backend_to_prod": {"sha": draw(st.sampled_from([NEW, NEW[:12], OLD]))},
-                        "deploy_frontend_to_prod": {"sha": draw(st.sampled_from([NEW, NEW[:12], OLD]))},
-                        "request_more_information": {"question": "which SHA?"},
+                args = {"pay_expense": {"receipt": draw(st.sampled_from([NEW, NEW[:12], OLD]))},
+                        "file_expense": {"receipt": draw(st.sampled_from([NEW, NEW[:12], OLD]))},
+                        "ask_submitter": {"question": "which receipt?"},
                         "done_for_now": {"message": "done"}}.get(intent, {})
                 event = draw(st.sampled_from([proposal(intent, n, **args),
                                               ErrorEvent(kind="malformed_output", message=f"bad {n}")]))

@@ -23,7 +23,7 @@ from prefect_micro_agents.thread import (
     TriggerEvent,
     Usage,
 )
-from factories import full_deploy_thread
+from toy_agent import full_expense_thread
 
 text = st.text(max_size=40)
 ident = st.from_regex(r"[a-z][a-z0-9_]{0,15}", fullmatch=True)
@@ -73,7 +73,7 @@ def test_json_round_trip_is_exact(thread: Thread) -> None:
 
 
 def test_fork_keeps_the_first_n_events_under_a_new_id() -> None:
-    thread = full_deploy_thread()
+    thread = full_expense_thread()
     fork = thread.fork(5)
     assert fork.events == thread.events[:5]
     assert fork.id != thread.id and fork.id == thread.fork(5).id  # deterministic
@@ -84,7 +84,7 @@ def test_fork_keeps_the_first_n_events_under_a_new_id() -> None:
 
 
 def test_threads_are_immutable_and_append_returns_a_new_one() -> None:
-    thread = full_deploy_thread()
+    thread = full_expense_thread()
     longer = thread.append(DoneEvent(message="ok"))
     assert len(longer.events) == len(thread.events) + 1
     with pytest.raises(ValidationError):
@@ -92,7 +92,7 @@ def test_threads_are_immutable_and_append_returns_a_new_one() -> None:
 
 
 def test_digest_changes_with_content() -> None:
-    thread = full_deploy_thread()
+    thread = full_expense_thread()
     assert thread.digest() != thread.fork(len(thread.events) - 1, id=thread.id).digest()
 
 

@@ -15,6 +15,7 @@ from pydantic import Field
 from prefect_micro_agents import (
     Agent, ContextEvent, DecisionEvent, ProposalEvent, ResultEvent, Thread, Tool, TriggerEvent, args_digest,
 )
+from prefect_micro_agents.commits import same_commit
 from prefect_micro_agents.tools import rejected_call
 
 __all__ = ["AGENT", "AT", "NEW", "OLD", "PROMPTS", "AskSubmitter", "DoneForNow", "FileExpense", "LookUpReceipt",
@@ -31,7 +32,7 @@ def _done(thread: Thread, intent: str, receipt: str) -> bool:
     """This thread already ran `intent` for that receipt."""
     proposals = {e.id: e for e in thread.events if isinstance(e, ProposalEvent)}
     return any(isinstance(e, ResultEvent) and e.intent == intent and (p := proposals.get(e.proposal_id)) is not None
-               and p.args.get("receipt") == receipt for e in thread.events)
+               and same_commit(p.args.get("receipt"), receipt) for e in thread.events)
 
 
 def _receipt(thread: Thread) -> str:
@@ -43,7 +44,7 @@ def _receipt(thread: Thread) -> str:
 def _narrowed(cls: type[Tool], thread: Thread) -> bool:
     receipt, rejected = _receipt(thread), rejected_call(thread)
     just_rejected = rejected is not None and rejected.intent == cls.intent_name() and \
-        rejected.args.get("receipt") == receipt
+        same_commit(rejected.args.get("receipt"), receipt)  # a hash: abbreviated = full, as git compares them
     return not _done(thread, cls.intent_name(), receipt) and not just_rejected
 
 
@@ -55,6 +56,15 @@ class LookUpReceipt(Tool):
     receipt: str = Receipt
 
 
+def _paid_before(thread: Thread) -> bool:
+    """The report's receipt is in the submitter's history as paid (by another run)."""
+    receipt = _receipt(thread)
+    history = next((e.payload for e in reversed(thread.events) if isinstance(e, ContextEvent) and e.name == "history"),
+                   None)
+    return isinstance(history, list) and any(isinstance(h, dict) and h.get("receipt") == receipt and h.get("paid")
+                                             for h in history)
+
+
 class PayExpense(Tool):
     """Pay an expense back to the employee who filed it."""
 
@@ -64,7 +74,7 @@ class PayExpense(Tool):
 
     @classmethod
     def available(cls, thread: Thread) -> bool:
-        return _narrowed(cls, thread)
+        return _narrowed(cls, thread) and not _paid_before(thread)
 
 
 class FileExpense(Tool):
