@@ -14,6 +14,7 @@ from kit_imports import ROOT, imported_names
 TESTS = ROOT / "tests"
 APP = ("agents", "flows", "deployments", "examples", "prompts")
 PUBLIC_MODULES = ("prefect_micro_agents", "prefect_micro_agents.testing")
+APP_DATA = ("starter.json",)  # evals/: the deploy bot's starter suite
 
 
 def shown(path: Path) -> str:
@@ -29,13 +30,17 @@ def local_module(name: str, beside: Path) -> Path | None:
 
 
 def imports_of(path: Path, seen: set[Path] | None = None) -> list[tuple[str, int, ast.ImportFrom | ast.Import]]:
-    """(file, line, node) of every import `path` makes, itself or through the tests' helpers it imports."""
+    """(file, line, node) of every import `path` makes, itself or through the tests' helpers it imports or names
+    (a flow file a test serves or runs in another process, `HERE / "gate_flow.py"`, imports for it)."""
     seen = set() if seen is None else seen
     if path in seen:
         return []
     seen.add(path)
     found: list[tuple[str, int, ast.ImportFrom | ast.Import]] = []
     for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.endswith(".py") \
+                and "/" not in node.value and (helper := local_module(node.value[:-3], path)) is not None:
+            found += imports_of(helper, seen)
         if isinstance(node, ast.Import | ast.ImportFrom) and not getattr(node, "level", 0):
             found.append((shown(path), node.lineno, node))
             for name in ([a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]):
@@ -50,8 +55,11 @@ def modules(node: ast.Import | ast.ImportFrom) -> list[str]:
 
 
 def kit_problems(path: Path) -> list[str]:
-    return [f"{where}:{line}: imports {name}" for where, line, node in imports_of(path) for name in modules(node)
-            if name.partition(".")[0] in APP]
+    found = [f"{where}:{line}: imports {name}" for where, line, node in imports_of(path) for name in modules(node)
+             if name.partition(".")[0] in APP]
+    return found + [f"{shown(path)}:{node.lineno}: reads the app's {node.value}"
+                    for node in ast.walk(ast.parse(path.read_text()))
+                    if isinstance(node, ast.Constant) and node.value in APP_DATA]
 
 
 def app_problems(path: Path) -> list[str]:
@@ -69,10 +77,12 @@ def app_problems(path: Path) -> list[str]:
     return found
 
 
-# Kit tests still written against the deploy agent (directly or through tests/factories.py), not yet moved to the
-# kit's own agent (tests/kit/toy_agent.py). The list may only shrink: a file on it that no longer imports the app fails.
+# Kit tests still written against the deploy agent, not yet moved to the kit's own agent (tests/kit/toy_agent.py):
+# the approval-gate tests and the embedded-model test serve tests/gate_flow.py, which runs the deploy agent (and
+# test_gate reads its concurrency tag); the evals machinery tests use the app's starter suite (evals/starter.json).
+# The list may only shrink: a file on it that no longer uses the app fails.
 NOT_YET_ON_THE_TOY_AGENT = {
-    "test_gate.py", "test_local_model.py",
+    "test_evals.py", "test_gate.py", "test_gate_auth.py", "test_local_model.py", "test_ui_approval.py",
 }
 
 
@@ -101,6 +111,10 @@ def test_the_check_sees_what_it_must_refuse(tmp_path: Path) -> None:
     (kit / "test_a.py").write_text("import agents.deploybot\nimport helper\nfrom examples import access_request\n")
     assert [p.split(": ", 1)[1] for p in kit_problems(kit / "test_a.py")] == [
         "imports agents.deploybot", "imports flows.targets", "imports examples"]
+    (kit / "served_flow.py").write_text("from agents.rollback import ROLLBACK_AGENT\n")
+    (kit / "test_c.py").write_text("SERVED = 'served_flow.py'\nSUITE = ('evals', 'starter.json')\n")
+    assert [p.split(": ", 1)[1] for p in kit_problems(kit / "test_c.py")] == [
+        "imports agents.rollback", "reads the app's starter.json"]
     (app / "test_b.py").write_text(
         "from prefect_micro_agents import Agent, bind\nfrom prefect_micro_agents.testing import ScriptedModel\n"
         "from prefect_micro_agents.reducer import next_action\nfrom prefect_micro_agents import reducer\n"
