@@ -99,7 +99,9 @@ def served(
     """gate_flow.py served against the UI server, in its own environment (the session server's env left out)."""
     state = tmp_path_factory.mktemp("ui-agent-state")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AGENT_"))}
-    env.update(ui_server.client_env(), AGENT_STATE_DIR=str(state))
+    # The scripted model's provider hook is an AGENT_ variable too: copied, as tests/conftest.py asks of such tests.
+    env.update(ui_server.client_env(), AGENT_STATE_DIR=str(state),
+               AGENT_LITELLM_PROVIDERS=os.environ["AGENT_LITELLM_PROVIDERS"])
     s = Served(HERE.parent / "gate_flow.py", env, http, "gate-demo/gate", state / "serve.log")
     try:
         s.deployment_id = s.start()  # type: ignore[attr-defined]
