@@ -19,16 +19,20 @@ from prefect_micro_agents.binding import Binding, ToolContext, ToolImpl, bind
 from prefect_micro_agents.errors import AgentError, ConfigurationError, ProviderError, ThreadError
 from prefect_micro_agents.secrets import redact, redacted, register_secret
 from prefect_micro_agents.thread import (
-    AnswerEvent, ContextEvent, DecisionEvent, DoneEvent, ErrorEvent, Event, ProposalEvent, ReceiptEvent, ResultEvent,
-    Thread, TriggerEvent,
+    AnswerEvent, ContextEvent, DecisionEvent, DoneEvent, ErrorEvent, EscalationEvent, Event, ProposalEvent, ReceiptEvent,
+    ResultEvent, Thread, TriggerEvent,
 )
-from prefect_micro_agents.tools import Agent, Policy, Tool
+from prefect_micro_agents.tools import Agent, Policy, Tool, args_digest
 
 if TYPE_CHECKING:
     from prefect_micro_agents.adapter.approvals import ApprovalsClient, PendingRequest, ResumeRefused
     from prefect_micro_agents.adapter.failure import OutcomeFailure, failed
     from prefect_micro_agents.adapter.loop import run_agent
+    from prefect_micro_agents.adapter.store import ThreadStore
     from prefect_micro_agents.adapter.tasks import run_scoped_key
+    from prefect_micro_agents.llm import build_request
+    from prefect_micro_agents.prompts import build_messages
+    from prefect_micro_agents.runner import run_until_blocked
 
 __all__ = [
     "Agent",
@@ -41,6 +45,7 @@ __all__ = [
     "DecisionEvent",
     "DoneEvent",
     "ErrorEvent",
+    "EscalationEvent",
     "Event",
     "OutcomeFailure",
     "PendingRequest",
@@ -52,17 +57,22 @@ __all__ = [
     "ResumeRefused",
     "Thread",
     "ThreadError",
+    "ThreadStore",
     "Tool",
     "ToolContext",
     "ToolImpl",
     "TriggerEvent",
+    "args_digest",
     "bind",
+    "build_messages",
+    "build_request",
     "failed",
     "redact",
     "redacted",
     "register_secret",
     "run_agent",
     "run_scoped_key",
+    "run_until_blocked",
 ]
 
 _LAZY = {
@@ -72,7 +82,11 @@ _LAZY = {
     "OutcomeFailure": "prefect_micro_agents.adapter.failure",
     "failed": "prefect_micro_agents.adapter.failure",
     "run_agent": "prefect_micro_agents.adapter.loop",
+    "ThreadStore": "prefect_micro_agents.adapter.store",
     "run_scoped_key": "prefect_micro_agents.adapter.tasks",
+    "build_request": "prefect_micro_agents.llm",
+    "build_messages": "prefect_micro_agents.prompts",
+    "run_until_blocked": "prefect_micro_agents.runner",
 }
 
 

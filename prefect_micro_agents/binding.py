@@ -2,7 +2,7 @@
 
 The binding is typed (`Binding[T]` holds a `Callable[[T, ToolContext], JsonValue]`), so a type checker holds each
 implementation against the class it is bound to: `call.sha` needs no cast, and binding the rollback tool's function
-to the deploy tool is an error before anything runs (tests/test_binding.py runs mypy on both). A runner receives the
+to the deploy tool is an error before anything runs (tests/kit/test_binding.py runs mypy on both). A runner receives the
 bindings with the agent and checks them before its first step (`check_bindings`): every tool that executes is bound
 once, nothing else is.
 """

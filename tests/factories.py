@@ -1,19 +1,20 @@
-"""Realistic threads used by several tests and by the benchmarks."""
+"""The deploy bot's realistic threads, for the app's tests and the benchmarks (the kit's tests have their own agent:
+tests/kit/toy_agent.py)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 from agents.deploybot import DEPLOY_AGENT
-from prefect_micro_agents.thread import (
+from prefect_micro_agents import (
     ContextEvent,
     DecisionEvent,
     ProposalEvent,
     ResultEvent,
     Thread,
     TriggerEvent,
+    args_digest,
 )
-from prefect_micro_agents.tools import args_digest
 
 OLD = "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"
 NEW = "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c"

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from prefect_micro_agents.testing.scripted import ScriptedModel
+from prefect_micro_agents.testing import ScriptedModel
 from prefect_harness import Served, create_run
 
 __all__ = ["BACKEND", "DONE", "FRONTEND", "SHA", "call", "start"]

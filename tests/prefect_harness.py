@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import signal
 import subprocess
@@ -14,8 +16,8 @@ import httpx
 
 CHECKOUT = Path(__file__).resolve().parents[1]  # where the app runs from
 
-__all__ = ["Served", "create_run", "flow_state", "lines", "next_pause", "retrying", "run_logs", "wait_engine_exit",
-           "wait_state"]
+__all__ = ["Served", "create_run", "flow_state", "lines", "next_pause", "retrying", "run_logs", "stored_text",
+           "wait_engine_exit", "wait_state"]
 
 
 def retrying(call: Any, *args: Any, **kwargs: Any) -> httpx.Response:
@@ -32,7 +34,7 @@ class Served:
 
     `script` is a file (`python <script>`, run in its folder) or a module of the app (`python -m flows.serve`, run in
     the checkout, as the app always runs: the checkout first on sys.path). `python` is the interpreter (default: this
-    one; tests/test_packaging.py serves with a fresh venv's)."""
+    one; tests/kit/test_packaging.py serves with a fresh venv's)."""
 
     def __init__(self, script: Path | str, env: dict[str, str], http: httpx.Client, deployment: str, log: Path,
                  args: tuple[str, ...] = (), python: str = sys.executable) -> None:
@@ -164,3 +166,15 @@ def run_logs(http: httpx.Client, run_id: str) -> list[dict[str, Any]]:
     response = retrying(http.post, "/logs/filter", json=body)
     response.raise_for_status()
     return response.json()
+
+
+def stored_text(path: Path) -> str:
+    """A result file as text, with Prefect's base64-wrapped (pickled) result decoded so strings inside are visible."""
+    raw = path.read_bytes()
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", errors="replace")
+    inner = record.get("result") if isinstance(record, dict) else None
+    decoded = base64.b64decode(inner).decode("utf-8", errors="replace") if isinstance(inner, str) else ""
+    return raw.decode("utf-8", errors="replace") + decoded

@@ -27,7 +27,7 @@ __all__ = ["PURE_PACKAGES", "watch"]
 # Python code the watched block may run: computation only. A new entry is a claim that the package touches nothing
 # outside the process; add one only after reading what the block calls there.
 PURE_PACKAGES = frozenset({
-    "prefect_micro_agents", "agents", "pydantic", "pydantic_core", "annotated_types", "typing", "typing_extensions", "abc", "enum",
+    "prefect_micro_agents", "toy_agent", "pydantic", "pydantic_core", "annotated_types", "typing", "typing_extensions", "abc", "enum",
     "functools", "dataclasses", "re", "json", "collections", "_collections_abc", "copy", "hashlib", "types",
     "operator",
 })

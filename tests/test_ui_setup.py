@@ -87,7 +87,7 @@ def test_without_root_or_sudo_it_says_the_ui_test_will_fail_and_how_to_fix_it_an
     assert done.returncode == 0 and done.stdout == ""
     assert "no Chromium here, and it cannot be installed: this user is not root and has no password-less sudo" \
         in done.stderr
-    assert "The browser test (tests/test_ui_approval.py) will FAIL; every other test runs." in done.stderr
+    assert "The browser test (tests/kit/test_ui_approval.py) will FAIL; every other test runs." in done.stderr
     assert "`apt-get install -y chromium`" in done.stderr and "UI_TEST_CHROMIUM=/path/to/chromium" in done.stderr
     assert calls(bin_dir) == [] and not (bin_dir / "chromium").exists()
 
@@ -98,7 +98,7 @@ def test_when_apt_get_fails_it_says_so_and_exits_0(bin_dir: Path) -> None:
     done = install_chromium(bin_dir)
     assert done.returncode == 0
     assert "cannot be installed: `apt-get install chromium` failed: E: Unable to locate package chromium" in done.stderr
-    assert "tests/test_ui_approval.py) will FAIL" in done.stderr
+    assert "tests/kit/test_ui_approval.py) will FAIL" in done.stderr
     apt = [c for c in calls(bin_dir) if c.startswith("apt-get")]
     assert apt == ["apt-get update -qq DEBIAN_FRONTEND=", "apt-get install -y -qq chromium DEBIAN_FRONTEND=noninteractive"]
     if os.geteuid() == 0:  # ran as nobody: through sudo, never asking for a password
@@ -152,7 +152,7 @@ def test_without_a_browser_the_ui_test_fails_and_says_why(tmp_path: Path) -> Non
     env = {k: v for k, v in os.environ.items() if k != CHROMIUM_ENV}
     env["PATH"] = str(tmp_path)  # empty: no chromium, no chromium-browser
     run = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "-q",
-                          "tests/test_ui_approval.py"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          "tests/kit/test_ui_approval.py"], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=300, check=False)
     assert run.returncode == 1, run.stdout + run.stderr
     assert re.search(r"^1 failed", run.stdout, re.M) and "skipped" not in run.stdout, run.stdout

@@ -3,7 +3,7 @@
 Prefect 3.9 serves two UIs. The link we print opens the current one (`/v2/...`), where Resume is in the run page's
 menu (button "Open menu" -> "Resume") and the form's button is "Resume"; that is what the README describes. The
 runner's own "View at" line (Prefect's, not ours) opens the classic UI (`/runs/...`), where Resume is a button in
-the page header and the form's button is "Submit". Both work (tests/test_ui_approval.py uses each link as printed).
+the page header and the form's button is "Submit". Both work (tests/kit/test_ui_approval.py uses each link as printed).
 """
 
 from __future__ import annotations

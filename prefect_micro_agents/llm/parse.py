@@ -1,7 +1,7 @@
 """Reply -> event: a valid call of a tool offered now becomes a proposal; anything else one short error event.
 
 Pure: validation against the tools offered now, and the refusal of the call a human just rejected, live here and
-not in the prompt, so a weak model cannot talk its way past them (tests/test_loop_limits.py).
+not in the prompt, so a weak model cannot talk its way past them (tests/kit/test_loop_limits.py).
 """
 
 from __future__ import annotations

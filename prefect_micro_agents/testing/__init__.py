@@ -4,11 +4,17 @@
 The scripted provider is registered the way any custom provider is: `register` is a provider hook, named in
 `AGENT_LITELLM_PROVIDERS=prefect_micro_agents.testing:register` for the test process and the runners and workers it
 starts (or passed to `prefect_micro_agents.llm.use_provider` in code). The kit itself knows nothing about it.
+
+For crash tests of your own tools: `arm(directory, point)` freezes the next process (with `$AGENT_FAILPOINTS_DIR`,
+`FAILPOINTS_ENV`, set to that directory) that reaches a named point (`POINTS`) so the test can kill it there; `free_port`
+picks a loopback port for a `LocalPrefectServer`.
 """
 
 from __future__ import annotations
 
-from prefect_micro_agents.adapter.local_server import LocalPrefectServer
+from prefect_micro_agents.adapter.local_server import LocalPrefectServer, free_port
+from prefect_micro_agents.failpoints import FAILPOINTS_ENV, POINTS, arm
 from prefect_micro_agents.testing.scripted import ScriptedModel, ScriptExhausted, register
 
-__all__ = ["LocalPrefectServer", "ScriptExhausted", "ScriptedModel", "register"]
+__all__ = ["FAILPOINTS_ENV", "POINTS", "LocalPrefectServer", "ScriptExhausted", "ScriptedModel", "arm", "free_port",
+           "register"]
