@@ -165,7 +165,7 @@ def automation_trail(http: httpx.Client, automation_id: Any, run_id: str) -> lis
     """The run's state events and the automation's own events (triggered, action executed or failed), oldest first:
     what to read when a notice did not arrive."""
     body = {"filter": {"any_resource": {"id": [f"prefect.flow-run.{run_id}", f"prefect.automation.{automation_id}"]}},
-            "limit": 100}
+            "limit": 50}  # the most the events filter returns in one page
     response = retrying(http.post, "/events/filter", json=body)
     if response.status_code != 200:
         return [("", "events/filter refused", f"{response.status_code}: {response.text[:500]}")]
