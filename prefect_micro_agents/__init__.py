@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from prefect_micro_agents.adapter.approvals import ApprovalsClient, PendingRequest, ResumeRefused
     from prefect_micro_agents.adapter.failure import OutcomeFailure, failed
     from prefect_micro_agents.adapter.loop import run_agent
+    from prefect_micro_agents.adapter.recovery import EXHAUSTED_EVENT, exhausted_event
     from prefect_micro_agents.adapter.store import ThreadStore
     from prefect_micro_agents.adapter.tasks import run_scoped_key
     from prefect_micro_agents.llm import build_request
@@ -44,6 +45,7 @@ __all__ = [
     "ContextEvent",
     "DecisionEvent",
     "DoneEvent",
+    "EXHAUSTED_EVENT",
     "ErrorEvent",
     "EscalationEvent",
     "Event",
@@ -66,6 +68,7 @@ __all__ = [
     "bind",
     "build_messages",
     "build_request",
+    "exhausted_event",
     "failed",
     "redact",
     "redacted",
@@ -76,6 +79,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    "EXHAUSTED_EVENT": "prefect_micro_agents.adapter.recovery",
+    "exhausted_event": "prefect_micro_agents.adapter.recovery",
     "ApprovalsClient": "prefect_micro_agents.adapter.approvals",
     "PendingRequest": "prefect_micro_agents.adapter.approvals",
     "ResumeRefused": "prefect_micro_agents.adapter.approvals",

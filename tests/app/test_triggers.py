@@ -27,7 +27,7 @@ import httpx
 import pytest
 import yaml
 
-from prefect_micro_agents import ApprovalsClient
+from prefect_micro_agents import EXHAUSTED_EVENT, ApprovalsClient, exhausted_event
 from prefect_micro_agents.testing import LocalPrefectServer, ScriptedModel
 from flows.sample_app import SampleAppManifest, create_sample_app
 from flows.targets.errors import UnknownRevisionError
@@ -140,7 +140,6 @@ def git_and_its_hooks(repo: Path, *args: str, env: dict[str, str] | None = None,
 # events, which name their triggering event (stored in order by the event persister).
 
 SENTINEL_EVENT = "microagents.test.sentinel"
-EXHAUSTED_EVENT = "microagents.recovery.exhausted"  # what the kit emits when recovery gives up on a run (README)
 
 
 def firings(http: httpx.Client, event_id: str) -> list[str]:
@@ -408,11 +407,7 @@ def test_a_push_on_main_starts_exactly_one_run_that_asks_for_approval_and_notifi
 
     # The same automation tells them when recovery gave up on a run (the event begin_attempt emits).
     gave_up = {"id": str(uuid.uuid4()), "occurred": datetime.now(UTC).isoformat(),
-               "event": EXHAUSTED_EVENT, "resource": {"prefect.resource.id": f"prefect.flow-run.{run['id']}"},
-               "related": [{"prefect.resource.id": f"prefect.flow.{run['flow_id']}", "prefect.resource.role": "flow"},
-                           {"prefect.resource.id": f"prefect.deployment.{run['deployment_id']}",
-                            "prefect.resource.role": "deployment"}],
-               "payload": {"message": "gave up after 3 recoveries"}}
+               **exhausted_event(run["id"], run["flow_id"], run["deployment_id"], "gave up after 3 recoveries")}
     retrying(http.post, "/events", json=[gave_up]).raise_for_status()
     later = json.loads(receiver.wait_for(EXHAUSTED_EVENT, timeout=90)["body"])
     assert later["event"] == EXHAUSTED_EVENT and later["flow_run_id"] == run["id"], later
