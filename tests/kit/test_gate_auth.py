@@ -39,7 +39,7 @@ def test_basic_auth_server(auth_server: LocalPrefectServer, tmp_path: Path) -> N
     effects = tmp_path / "effects"
     effects.mkdir()
     with httpx.Client(base_url=auth_server.api_url, auth=auth_server.httpx_auth, timeout=30, trust_env=False) as http:
-        served = Served(HERE.parent / "gate_flow.py", env, http, "gate-demo/gate", tmp_path / "serve.log")
+        served = Served(HERE.parent / "deploy_gate_flow.py", env, http, "gate-demo/gate", tmp_path / "serve.log")
         deployment_id = served.start()
         try:
             run = create_run(http, deployment_id, {"sha": SHA, "effects_dir": str(effects), "model": scripted.model})

@@ -128,7 +128,7 @@ def test_a_prefect_flow_with_the_local_model_reaches_its_first_approval_offline(
     effects = tmp_path / "effects"
     effects.mkdir()
     with httpx.Client(base_url=prefect_server.api_url, auth=prefect_server.httpx_auth, timeout=30, trust_env=False) as http:
-        served = Served(ROOT / "tests" / "gate_flow.py", env, http, "gate-demo/gate", tmp_path / "serve.log")
+        served = Served(ROOT / "tests" / "deploy_gate_flow.py", env, http, "gate-demo/gate", tmp_path / "serve.log")
         deployment = served.start()
         try:
             params = {"sha": NEW, "effects_dir": str(effects), "model": llm.LOCAL_MODEL}

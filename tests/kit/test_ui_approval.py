@@ -102,7 +102,7 @@ def served(
     # The scripted model's provider hook is an AGENT_ variable too: copied, as tests/conftest.py asks of such tests.
     env.update(ui_server.client_env(), AGENT_STATE_DIR=str(state),
                AGENT_LITELLM_PROVIDERS=os.environ["AGENT_LITELLM_PROVIDERS"])
-    s = Served(HERE.parent / "gate_flow.py", env, http, "gate-demo/gate", state / "serve.log")
+    s = Served(HERE.parent / "deploy_gate_flow.py", env, http, "gate-demo/gate", state / "serve.log")
     try:
         s.deployment_id = s.start()  # type: ignore[attr-defined]
         yield s

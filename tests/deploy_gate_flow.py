@@ -1,5 +1,8 @@
-"""The flow behind the approval-gate tests: a deterministic pre-step, then the deploy agent with tools whose
-effects are observable files. Served by `python gate_flow.py` (flow.serve), so runs can suspend.
+"""The approval gate's flow on the deploy agent: a deterministic pre-step, then the deploy agent with tools whose
+effects are observable files. Served by `python deploy_gate_flow.py` (flow.serve), so runs can suspend.
+
+Only tests/kit/test_evals.py's live export still serves it (conftest's `served` fixture); the kit's gate tests serve
+tests/kit/gate_flow.py, the same flow on the kit's toy agent. It goes when that test moves to the toy agent.
 
 Fault injection: write a point name into <effects_dir>/fault ("approval", "mid", "after"); when the run reaches
 that point it writes <effects_dir>/reached-<point>, removes the fault file and blocks until it is killed.
@@ -13,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-# Run as `python tests/gate_flow.py` (and loaded by the runner's flow-run processes) with tests/ first on sys.path:
+# Run as `python tests/deploy_gate_flow.py` (and loaded by the runner's flow-run processes) with tests/ first on sys.path:
 # the app's agents/ is not installed, and OpenAI's `agents` (openai-agents, in the dev extra) would shadow it.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
