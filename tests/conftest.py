@@ -107,12 +107,13 @@ def http(prefect_server):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture
-def served(prefect_server, http, tmp_path: Path):  # noqa: ANN001, ANN201
-    """tests/gate_flow.py served by flow.serve in its own process group, stopped after the test."""
+def gate(prefect_server, http, tmp_path: Path):  # noqa: ANN001, ANN201
+    """tests/kit/gate_flow.py (the kit's toy expense agent behind the approval gate) served by flow.serve in its own
+    process group, stopped after the test."""
     from prefect_harness import Served
 
     env = {k: v for k, v in os.environ.items() if k != "AGENT_MODEL"}
-    s = Served(Path(__file__).parent / "gate_flow.py", env, http, "gate-demo/gate", tmp_path / "serve.log")
+    s = Served(Path(__file__).parent / "kit" / "gate_flow.py", env, http, "expense-gate/gate", tmp_path / "serve.log")
     s.deployment_id = s.start()  # type: ignore[attr-defined]
     yield s
     s.stop()

@@ -43,7 +43,7 @@ _PROCESSES: list[tuple[str, str, re.Pattern[str]]] = [
     ("slow", "a Prefect server", re.compile(_PY + r" -m prefect server start\b")),
     ("slow", "an ephemeral Prefect server", re.compile(_PY + r" -m uvicorn\b.*\bprefect\.server\b")),
     ("slow", "a Prefect worker", re.compile(r"(?:^|[\s/])prefect worker start\b|" + _PY + " -m prefect worker start")),
-    ("slow", "a flow runner", re.compile(_PY + r" (?:-m flows\.serve\b|\S*\b(?:serve|gate_flow)\.py\b)")),
+    ("slow", "a flow runner", re.compile(_PY + r" (?:-m flows\.serve\b|\S*\b(?:serve|\w*_flow)\.py\b)")),
     ("slow", "the local stack", re.compile(_PY + r" (?:-m deployments\.local_stack\b|\S*\blocal_stack\.py\b)")),
     ("slow", "the embedded model", re.compile(_PY + r" -m prefect_micro_agents\.local_model\b")),
     ("ui", "a browser", re.compile(r"\bplaywright\b|(?<!install-)chrom", re.I)),  # not scripts/install-chromium

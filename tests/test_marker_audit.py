@@ -24,7 +24,8 @@ PY = sys.executable
         ([PY, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app"],
          ("slow", "an ephemeral Prefect server")),  # what Prefect starts when no PREFECT_API_URL is set
         ([str(Path(PY).parent / "prefect"), "worker", "start", "--pool", "p"], ("slow", "a Prefect worker")),
-        ([PY, str(HERE / "gate_flow.py")], ("slow", "a flow runner")),  # prefect_harness.Served
+        ([PY, str(HERE / "kit" / "gate_flow.py")], ("slow", "a flow runner")),  # prefect_harness.Served
+        ([PY, str(HERE / "kit" / "expense_flow.py")], ("slow", "a flow runner")),
         ([PY, "-m", "flows.serve"], ("slow", "a flow runner")),
         ([PY, "-m", "deployments.local_stack", "--home", "h"], ("slow", "the local stack")),
         ([PY, "-m", "prefect_micro_agents.local_model", "serve"], ("slow", "the embedded model")),

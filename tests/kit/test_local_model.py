@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,16 +20,17 @@ from prefect_micro_agents.adapter.approvals import ApprovalsClient
 from prefect_micro_agents.adapter.local_server import LocalPrefectServer
 from prefect_micro_agents.errors import ConfigurationError
 from prefect_micro_agents.thread import ProposalEvent, ResultEvent
-from factories import AGENT, NEW, decided, deploy_context, proposal
+from expense_gate import DEPLOYMENT, FLOW
 from prefect_harness import Served, create_run, next_pause
+from toy_agent import AGENT, NEW, decided, expense_context, proposal
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_local_model_answers_a_deploy_step_with_a_schema_valid_call(local_model_url: str) -> None:
-    """No AGENT_MODEL, no key, no network: the default model answers a real deploy-agent step."""
-    thread = deploy_context()
+def test_local_model_answers_an_expense_step_with_a_schema_valid_call(local_model_url: str) -> None:
+    """No AGENT_MODEL, no key, no network: the default model answers a real step of the kit's expense agent."""
+    thread = expense_context()
     request = llm.build_request(AGENT, thread)
     assert request.model == llm.LOCAL_MODEL
     reply = llm.call_model(request)
@@ -42,13 +44,13 @@ def test_local_model_answers_a_deploy_step_with_a_schema_valid_call(local_model_
 
 @pytest.mark.slow
 def test_the_local_model_cannot_propose_a_tool_that_is_not_offered(local_model_url: str) -> None:
-    p = proposal("deploy_backend_to_prod", 1, sha=NEW)
-    thread = decided(deploy_context().append(p), p, "approved").append(
-        ResultEvent(proposal_id=p.id, intent=p.intent, output={"service": "backend", "sha": NEW, "noop": False})
+    p = proposal("pay_expense", 1, receipt=NEW)
+    thread = decided(expense_context().append(p), p, "approved").append(
+        ResultEvent(proposal_id=p.id, intent=p.intent, output={"paid": "84.20", "receipt": NEW, "to": "ana"})
     )
     event = llm.step(AGENT, thread, llm.LOCAL_MODEL)
     assert isinstance(event, ProposalEvent), event
-    assert event.intent in {"deploy_frontend_to_prod", "request_more_information", "done_for_now"}
+    assert event.intent in {"look_up_receipt", "file_expense", "ask_submitter", "done_for_now"}  # not pay_expense
 
 
 @pytest.mark.slow
@@ -105,7 +107,7 @@ def test_serve_command_is_a_shared_server_for_other_processes(
         monkeypatch.setenv(local_model.URL_ENV, url)
         assert llm.preflight() == llm.LOCAL_MODEL
         assert local_model.litellm_target(llm.LOCAL_MODEL)["api_base"] == f"{url}/v1"
-        event = llm.step(AGENT, deploy_context())
+        event = llm.step(AGENT, expense_context())
         assert isinstance(event, ProposalEvent), event
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -120,7 +122,7 @@ def test_serve_command_is_a_shared_server_for_other_processes(
 def test_a_prefect_flow_with_the_local_model_reaches_its_first_approval_offline(
     prefect_server: LocalPrefectServer, local_model_url: str, tmp_path: Path
 ) -> None:
-    """The deploy agent inside a served Prefect flow, on the embedded model, suspends for a human's approval.
+    """The kit's expense agent inside a served Prefect flow, on the embedded model, suspends for a human's approval.
 
     The flow-run process reuses this session's model server through AGENT_LOCAL_MODEL_URL, as a local stack does.
     """
@@ -128,18 +130,18 @@ def test_a_prefect_flow_with_the_local_model_reaches_its_first_approval_offline(
     effects = tmp_path / "effects"
     effects.mkdir()
     with httpx.Client(base_url=prefect_server.api_url, auth=prefect_server.httpx_auth, timeout=30, trust_env=False) as http:
-        served = Served(ROOT / "tests" / "gate_flow.py", env, http, "gate-demo/gate", tmp_path / "serve.log")
+        served = Served(FLOW, env, http, DEPLOYMENT, tmp_path / "serve.log")
         deployment = served.start()
         try:
-            params = {"sha": NEW, "effects_dir": str(effects), "model": llm.LOCAL_MODEL}
+            params = {"receipt": NEW, "effects_dir": str(effects), "model": llm.LOCAL_MODEL}
             run = create_run(http, deployment, params)
             # next_pause, not the PAUSED state alone: Prefect stores the form just after it sets Suspended
             key = next_pause(http, run, timeout=300)
-            assert key.startswith("approve-deploy-1-"), key
+            assert key.startswith("approve-expense-1-"), key
             with ApprovalsClient(prefect_server.api_url, prefect_server.auth_string) as approvals:
                 request = approvals.show(run)
-            assert request.kind == "approval" and "proposes `deploy_" in request.description
-            assert not (effects / "backend.log").exists() and not (effects / "frontend.log").exists()
+            assert request.kind == "approval" and re.search(r"proposes `(pay|file)_expense`", request.description)
+            assert not (effects / "pay.log").exists() and not (effects / "file.log").exists()
         finally:
             served.stop()
 

@@ -1,7 +1,7 @@
 """Approval in the real Prefect UI, driven by headless Chromium: reject with feedback, approve, see the thread.
 
-A Prefect server WITH its UI (module-scoped, its own: the session server has no UI), tests/gate_flow.py served by a
-runner, and the system's Chromium (Debian `chromium`) driven by Playwright. The human clicks what a human would
+A Prefect server WITH its UI (module-scoped, its own: the session server has no UI), tests/kit/gate_flow.py (the kit's
+toy expense agent) served by a runner, and the system's Chromium (Debian `chromium`) driven by Playwright. The human clicks what a human would
 click; the API is used only to wait for states and to cross-check what the UI sent. Screenshots of every step go to
 test-artifacts/ui/ at the repository root (or $TEST_ARTIFACTS_DIR/ui).
 
@@ -25,22 +25,13 @@ import pytest
 from prefect_micro_agents.adapter.approvals import ApprovalsClient
 from prefect_micro_agents.adapter.local_server import LocalPrefectServer, ServerStartError, free_port
 from prefect_micro_agents.testing.scripted import ScriptedModel
+from expense_gate import DEPLOYMENT, DONE, FILE, FLOW, PAY, RECEIPT
 from prefect_harness import Served, create_run, lines, next_pause, wait_state
 from ui_driver import Browser, ClassicRunPage, RunPage, Screenshots, require_chromium, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.ui]
 
-SHA = "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c"
-HERE = Path(__file__).parent
-REPO = HERE.parents[1]
-
-
-def call(intent: str, **args: str) -> dict[str, Any]:
-    return {"call": {"intent": intent, **args}}
-
-
-FRONTEND, BACKEND = call("deploy_frontend_to_prod", sha=SHA), call("deploy_backend_to_prod", sha=SHA)
-DONE = call("done_for_now", message="both services on the new SHA")
+REPO = Path(__file__).resolve().parents[2]
 
 
 def start_ui_server(home: Path) -> LocalPrefectServer:
@@ -96,13 +87,13 @@ def http(ui_server: LocalPrefectServer) -> Iterator[httpx.Client]:
 def served(
     ui_server: LocalPrefectServer, http: httpx.Client, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Served]:
-    """gate_flow.py served against the UI server, in its own environment (the session server's env left out)."""
+    """tests/kit/gate_flow.py served against the UI server, in its own environment (the session server's env left out)."""
     state = tmp_path_factory.mktemp("ui-agent-state")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AGENT_"))}
     # The scripted model's provider hook is an AGENT_ variable too: copied, as tests/conftest.py asks of such tests.
     env.update(ui_server.client_env(), AGENT_STATE_DIR=str(state),
                AGENT_LITELLM_PROVIDERS=os.environ["AGENT_LITELLM_PROVIDERS"])
-    s = Served(HERE.parent / "gate_flow.py", env, http, "gate-demo/gate", state / "serve.log")
+    s = Served(FLOW, env, http, DEPLOYMENT, state / "serve.log")
     try:
         s.deployment_id = s.start()  # type: ignore[attr-defined]
         yield s
@@ -149,11 +140,11 @@ def test_reject_then_approve_in_the_prefect_ui(request: pytest.FixtureRequest, t
 
     started = time.monotonic()
     scripted = ScriptedModel(tmp_path / "scripted-model")
-    scripted.enqueue(FRONTEND, BACKEND, FRONTEND, DONE)
+    scripted.enqueue(FILE, PAY, FILE, DONE)
     effects = tmp_path / "effects"
     effects.mkdir()
     run = create_run(http, served.deployment_id,  # type: ignore[attr-defined]
-                     {"sha": SHA, "effects_dir": str(effects), "model": scripted.model})
+                     {"receipt": RECEIPT, "effects_dir": str(effects), "model": scripted.model})
     key1 = next_pause(http, run)
     page = browser.new_page()
     retries = 0
@@ -169,8 +160,8 @@ def test_reject_then_approve_in_the_prefect_ui(request: pytest.FixtureRequest, t
         with shots.step(page, "first proposal in the resume dialog"):
             dialog = ui.resume_dialog()
             heading = dialog.proposal_heading()
-            assert "proposes" in heading and "deploy_frontend_to_prod" in heading, heading
-            assert dialog.root.get_by_role("heading", name="staging").is_visible()  # a Markdown section of context
+            assert "proposes" in heading and "file_expense" in heading, heading
+            assert dialog.root.get_by_role("heading", name="report").is_visible()  # a Markdown section of context
             # One paragraph, not broken at the template's line ends.
             assert dialog.root.get_by_text("sends your feedback to the agent, which then proposes again").is_visible()
             # No technical field to guard: the form is Decision, Feedback, Approver.
@@ -178,36 +169,36 @@ def test_reject_then_approve_in_the_prefect_ui(request: pytest.FixtureRequest, t
         field1 = approvals.show(run).field
         with shots.step(page, "reject with feedback filled in"):
             dialog.choose("Decision", "reject")
-            dialog.fill("Feedback", "deploy the backend first")
+            dialog.fill("Feedback", "pay it first")
             dialog.fill("Approver", "alice")
             dialog.show_form_end()
         with shots.step(page, "rejection submitted"):
             sent = dialog.submit()
         retries += dialog.retries
-        assert sent == {field1: "reject", "feedback": "deploy the backend first", "approver": "alice"}, sent
+        assert sent == {field1: "reject", "feedback": "pay it first", "approver": "alice"}, sent
 
-        # 2. The agent proposes again (the backend first); approve it.
+        # 2. The agent proposes again (paying first); approve it.
         key2 = next_pause(http, run, after=key1)
-        assert lines(effects / "backend.log") == [] and lines(effects / "frontend.log") == []
+        assert lines(effects / "pay.log") == [] and lines(effects / "file.log") == []
         with shots.step(page, "second proposal in the resume dialog"):
             ui.open(state="Suspended")
             dialog = ui.resume_dialog()
             heading = dialog.proposal_heading()
-            assert "deploy_backend_to_prod" in heading, heading
+            assert "pay_expense" in heading, heading
         field2 = approvals.show(run).field
         assert field2 != field1
-        with shots.step(page, "approve the backend"):
+        with shots.step(page, "approve the payment"):
             dialog.choose("Decision", "approve")
             dialog.fill("Approver", "bob")
             dialog.show_form_end()
-        with shots.step(page, "backend approval submitted"):
+        with shots.step(page, "payment approval submitted"):
             sent = dialog.submit()
         retries += dialog.retries
         assert sent == {field2: "approve", "feedback": "", "approver": "bob"}, sent
 
-        # 3. Then the frontend again; approve it in the classic UI, opened from Prefect's own printed link.
+        # 3. Then the filing again; approve it in the classic UI, opened from Prefect's own printed link.
         key3 = next_pause(http, run, after=key2)
-        assert len(lines(effects / "backend.log")) == 1
+        assert len(lines(effects / "pay.log")) == 1 and lines(effects / "file.log") == []
         classic_link = printed_in(served.log, f"View at {ui_server.ui_url}/runs/flow-run/{run}")
         classic = ClassicRunPage(page, classic_link)
         with shots.step(page, "third proposal in the classic UI's resume dialog"):
@@ -223,12 +214,12 @@ def test_reject_then_approve_in_the_prefect_ui(request: pytest.FixtureRequest, t
             decision = classic_dialog.field("Decision")
             assert decision.get_by_text(re.compile(r"approve: the call runs once, exactly as shown\..*Decide before "
                                                    r"\d{4}-\d\d-\d\d")).is_visible()
-            assert "deploy_frontend_to_prod" in box.get_by_role("heading", name="proposes").inner_text()
+            assert "file_expense" in box.get_by_role("heading", name="proposes").inner_text()
         field3 = approvals.show(run).field
-        with shots.step(page, "approve the frontend in the classic UI"):
+        with shots.step(page, "approve the filing in the classic UI"):
             classic_dialog.choose("Decision", "approve")
             classic_dialog.fill("Approver", "bob")
-        with shots.step(page, "frontend approval submitted"):
+        with shots.step(page, "filing approval submitted"):
             sent = classic_dialog.submit()
         retries += classic_dialog.retries
         assert sent == {field3: "approve", "feedback": "", "approver": "bob"}, sent
@@ -241,19 +232,19 @@ def test_reject_then_approve_in_the_prefect_ui(request: pytest.FixtureRequest, t
     assert key3 not in (key1, key2)
     # Every decision counted (three answers, three decisions: none refused, none asked again); each approved call
     # ran exactly once.
-    assert len(lines(effects / "backend.log")) == 1 and len(lines(effects / "frontend.log")) == 1
+    assert len(lines(effects / "pay.log")) == 1 and len(lines(effects / "file.log")) == 1
     assert len(scripted.requests()) == 4
 
     # 5. The thread artifact, opened from the run's Artifacts tab: both decisions, with feedback and approvers.
-    key = f"deploy-thread-{run}"
+    key = f"expense-thread-{run}"
     latest = latest_artifact(http, key)
     with shots.step(page, "thread artifact"):
         artifact = ui.open_artifact(key, latest["id"])
-        artifact.heading("deploy agent: done").wait_for()
+        artifact.heading("expense agent: done").wait_for()
         decisions = artifact.rows("decision", 3)
         receipts = artifact.rows("receipt", 2)
     assert len(decisions) == 3, decisions
-    assert "rejected by alice" in decisions[0] and "deploy the backend first" in decisions[0], decisions
+    assert "rejected by alice" in decisions[0] and "pay it first" in decisions[0], decisions
     assert all("approved by bob" in d for d in decisions[1:]), decisions
     assert len(receipts) == 2 and all("approved by bob" in r for r in receipts), receipts
     print(f"\nUI approval test: {time.monotonic() - started:.1f} s after the fixtures; {len(shots.taken)} screenshots "

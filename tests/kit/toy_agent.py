@@ -2,7 +2,8 @@
 policy, `auto` (look a receipt up), `approve` (pay it; file it in the ledger), `human` (ask the submitter) and
 `terminal` (done), and threads of it at a few points. Its approve tools narrow themselves: an expense this thread
 already paid (or filed) is not offered again, nor the call a human has just rejected, until the agent proposes
-something else."""
+something else; both hold the `expense-payments` tag (PAYMENTS_LIMIT) while they execute, so a Prefect tag-concurrency
+limit on it would serialise payments."""
 
 from __future__ import annotations
 
@@ -18,13 +19,14 @@ from prefect_micro_agents import (
 from prefect_micro_agents.commits import same_commit
 from prefect_micro_agents.tools import rejected_call
 
-__all__ = ["AGENT", "AT", "NEW", "OLD", "PROMPTS", "AskSubmitter", "DoneForNow", "FileExpense", "LookUpReceipt",
-           "PayExpense", "call", "decided", "expense_context", "full_expense_thread", "proposal"]
+__all__ = ["AGENT", "AT", "NEW", "OLD", "PAYMENTS_LIMIT", "PROMPTS", "AskSubmitter", "DoneForNow", "FileExpense",
+           "LookUpReceipt", "PayExpense", "call", "decided", "expense_context", "full_expense_thread", "proposal"]
 
 PROMPTS = Path(__file__).resolve().parent / "prompts"
 NEW = "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c"  # the receipt this report is about (a content hash, hex)
 OLD = "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"  # a receipt paid last month
 AT = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+PAYMENTS_LIMIT = "expense-payments"  # the tag the money-moving tools hold while they execute (a Prefect tag limit)
 Receipt = Field(min_length=7, max_length=40, pattern=r"^[0-9a-f]{7,40}$", description="The receipt's hash.")
 
 
@@ -69,6 +71,7 @@ class PayExpense(Tool):
     """Pay an expense back to the employee who filed it."""
 
     policy = "approve"
+    concurrency_tags = (PAYMENTS_LIMIT,)
     intent: Literal["pay_expense"]
     receipt: str = Receipt
 
@@ -81,6 +84,7 @@ class FileExpense(Tool):
     """File a paid expense in the ledger."""
 
     policy = "approve"
+    concurrency_tags = (PAYMENTS_LIMIT,)
     intent: Literal["file_expense"]
     receipt: str = Receipt
 
