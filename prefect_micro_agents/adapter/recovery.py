@@ -124,8 +124,9 @@ def ensure_recovery_automations(tag: str = RECOVER_TAG, *, heartbeat_s: int | No
                 "it started")
     retry = AutomationCore(
         name=retry_name, enabled=True,
-        description=f"A Crashed run tagged {tag} is started again, at most {n} times (run count 1..{n + 1}); one "
-                    "more attempt then ends it Failed with what it executed. (prefect_micro_agents.adapter.recovery)",
+        description=f"A Crashed run tagged {tag} is started again, at most {n} times (run count 0..{n + 1}; 0: it "
+                    "crashed before it started); one more attempt then ends it Failed with what it executed. "
+                    "(prefect_micro_agents.adapter.recovery)",
         trigger=EventTrigger(
             expect={"prefect.flow-run.Crashed"},
             match={"prefect.resource.id": "prefect.flow-run.*",
