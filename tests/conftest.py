@@ -81,9 +81,8 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     from prefect_micro_agents.adapter.local_server import LocalPrefectServer
 
     home = tmp_path_factory.mktemp("prefect-home")
-    with LocalPrefectServer(home, ui=False) as server:
+    with LocalPrefectServer(home, ui=False) as server, server.connected():
         saved = dict(os.environ)
-        os.environ.update(server.client_env())
         os.environ["AGENT_STATE_DIR"] = str(home / "agent-state")
         # What flows.serve creates for a real deployment: Prefect's automations that crash a run whose worker
         # stopped heartbeating and start it again (runs of deployments tagged microagents-recover).

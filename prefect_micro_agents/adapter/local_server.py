@@ -1,7 +1,7 @@
 """A real Prefect server in a subprocess, for tests, demos and local runs.
 
-Only the standard library and httpx are used; Prefect runs as ``python -m prefect server start`` and is never
-imported here, so importing this module is cheap.
+Only the standard library and httpx are used; Prefect runs as ``python -m prefect server start`` and is imported
+here only by ``connected()``, so importing this module is cheap.
 
     with LocalPrefectServer(tmp_path / "prefect-home", auth_string="admin:secret") as server:
         env = {**os.environ, **server.client_env()}
@@ -26,7 +26,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -164,6 +165,29 @@ class LocalPrefectServer:
         if self.auth_string is not None:
             env["PREFECT_API_AUTH_STRING"] = self.auth_string
         return env
+
+    @contextmanager
+    def connected(self) -> Iterator[LocalPrefectServer]:
+        """Point THIS process's Prefect client at the server while the block runs: ``client_env()`` set in
+        ``os.environ`` and Prefect's settings rebuilt from it, both put back afterwards. Prefect reads its settings
+        once, when it is imported; a ``PREFECT_API_URL`` set later is not seen, and ``get_client()`` quietly starts
+        a temporary server of its own, on the same ``PREFECT_HOME`` database, whose changes the real server's
+        trigger service learns about late or never (an automation created that way did not fire)."""
+        from prefect.context import refresh_global_settings_context
+
+        env = self.client_env()
+        saved = {name: os.environ.get(name) for name in env}
+        os.environ.update(env)
+        refresh_global_settings_context()
+        try:
+            yield self
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            refresh_global_settings_context()
 
     def _server_process_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.upper().startswith("PREFECT_")}

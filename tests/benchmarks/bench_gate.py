@@ -180,8 +180,8 @@ def main() -> None:
     skip = set(args.skip.split(","))
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        with LocalPrefectServer(tmp / "home") as server:
-            os.environ.update(server.client_env(), AGENT_STATE_DIR=str(tmp / "state"))
+        with LocalPrefectServer(tmp / "home") as server, server.connected():
+            os.environ["AGENT_STATE_DIR"] = str(tmp / "state")
             if "overhead" not in skip:
                 overhead(tmp)
             with httpx.Client(base_url=server.api_url, timeout=30, trust_env=False) as http, \

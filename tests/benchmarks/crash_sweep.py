@@ -80,8 +80,8 @@ def main() -> int:
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="crash-sweep-") as tmp_name:
         tmp = Path(tmp_name)
-        with LocalPrefectServer(tmp / "prefect", ui=False) as server:
-            os.environ.update(server.client_env(), AGENT_STATE_DIR=str(tmp / "agent-state"))
+        with LocalPrefectServer(tmp / "prefect", ui=False) as server, server.connected():
+            os.environ["AGENT_STATE_DIR"] = str(tmp / "agent-state")
             automations = ensure_recovery_automations()
             print(f"server {server.api_url}; automations: {', '.join(a.name for a in automations)}", flush=True)
             sample = create_sample_app(tmp / "sample")

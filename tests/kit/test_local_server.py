@@ -42,6 +42,34 @@ def test_free_port_is_bindable() -> None:
         sock.bind(("127.0.0.1", port))
 
 
+def test_connected_points_this_processes_prefect_client_at_the_server_and_back(tmp_path: Path) -> None:
+    """Prefect reads its settings once, at import: an env var set later is not seen and `get_client()` quietly
+    starts a temporary server of its own (on the same database; the real server's trigger service then missed an
+    automation it created). `connected()` rebuilds Prefect's settings too, and puts both back."""
+    from prefect.settings import get_current_settings
+
+    server = LocalPrefectServer(tmp_path / "home", port=4321, auth_string=AUTH, progress=None)
+    before, env_before = get_current_settings().api.url, os.environ.get("PREFECT_API_URL")
+    assert before != server.api_url
+    with server.connected():
+        assert os.environ["PREFECT_API_URL"] == server.api_url
+        settings = get_current_settings()
+        assert settings.api.url == server.api_url and settings.api.auth_string.get_secret_value() == AUTH
+        assert settings.home == (tmp_path / "home").resolve()
+    assert get_current_settings().api.url == before and os.environ.get("PREFECT_API_URL") == env_before
+
+
+@pytest.mark.slow
+def test_the_session_server_is_the_one_this_process_talks_to(prefect_server: LocalPrefectServer) -> None:
+    """What the tests create through Prefect's own client (automations, deployments) lands on the session server,
+    not on a temporary one Prefect would start in this process."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        assert str(client.api_url).rstrip("/") == prefect_server.api_url
+        assert client.read_automations_by_name("microagents-recover: retry crashed runs")
+
+
 def test_client_env_names_and_paths(tmp_path: Path) -> None:
     server = LocalPrefectServer(tmp_path / "home", port=4321, auth_string=AUTH, progress=None)
     env = server.client_env()
