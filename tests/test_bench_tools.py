@@ -37,6 +37,16 @@ def test_concurrent_processes_never_lose_or_mangle_a_line(tmp_path: Path) -> Non
     assert (counts.once, counts.more, counts.never) == (400, {}, [])
 
 
+@pytest.mark.parametrize("script", sorted(p.stem for p in BENCH.glob("*.py") if not p.stem.startswith("_")))
+def test_every_benchmark_script_imports_the_way_the_readme_runs_it(script: str) -> None:
+    """`python tests/benchmarks/<name>.py` (and a served bench_flows.py) sees only its own folder on sys.path: the
+    app is not installed and OpenAI's `agents` would shadow ours. Importing in-process here would not show that
+    (pytest has the checkout on sys.path); a fresh interpreter in that folder does."""
+    proc = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, ''); import {script}"], cwd=BENCH,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_the_poll_flag_sets_what_the_served_runner_reads() -> None:
     args = bench_gate.parser().parse_args(["--poll", "0.25"])
     assert bench_gate.served_env({"X": "1"}, args.poll) == {"X": "1", RUNNER_POLL_ENV: "0.25"}

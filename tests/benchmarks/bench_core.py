@@ -26,8 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
+from _checkout import ROOT  # noqa: E402  (the checkout first on sys.path: the app is not installed)
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from prefect_micro_agents.evals.suite import load_suite, resolve_agent  # noqa: E402
@@ -144,7 +143,7 @@ def values_only(thread: Thread) -> list[dict[str, Any]]:
 
 
 def threads() -> list[tuple[str, str, Thread]]:
-    return [(c.id, c.agent, c.thread) for c in load_suite(SUITE).cases]
+    return [(c.id, c.agent_ref, c.thread) for c in load_suite(SUITE).cases]
 
 
 def token_benchmark() -> None:

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+import _checkout  # noqa: F401  (served as a file: the checkout first on sys.path, the app is not installed)
 from prefect import flow
 from prefect.runtime import flow_run
 

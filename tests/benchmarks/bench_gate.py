@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+import _checkout  # noqa: E402,F401  (the checkout first on sys.path: the app is not installed)
 
 import executions  # noqa: E402
 from prefect_micro_agents.adapter.approvals import ApprovalsClient  # noqa: E402

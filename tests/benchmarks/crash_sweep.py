@@ -31,8 +31,7 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from _checkout import ROOT  # noqa: E402  (the checkout first on sys.path: the app is not installed)
 
 from prefect_micro_agents.adapter.approvals import ApprovalsClient  # noqa: E402
 from prefect_micro_agents.adapter.local_server import LocalPrefectServer  # noqa: E402
