@@ -13,6 +13,7 @@ from prefect.runtime import flow_run
 
 from prefect_micro_agents import ToolContext, bind, run_agent
 from prefect_micro_agents.adapter.serving import serve_deployments
+from agents import PROMPTS_DIR
 from agents.deploybot import DEPLOY_AGENT, DeployBackendToProd, DeployFrontendToProd, DoneForNow
 from prefect_micro_agents.thread import Thread, TriggerEvent
 from prefect_micro_agents.tools import Agent, Tool
@@ -27,7 +28,8 @@ class Noop(Tool):
     intent: Literal["noop"]
 
 
-NOOP_AGENT = Agent(name="noop", tools=(Noop, DoneForNow), prompt="deploy_agent.j2", max_steps=1000)
+NOOP_AGENT = Agent(name="noop", tools=(Noop, DoneForNow), prompt="deploy_agent.j2", prompts_dir=str(PROMPTS_DIR),
+                   max_steps=1000)
 
 
 def _noop(call: Noop, ctx: ToolContext) -> dict[str, Any]:
