@@ -68,7 +68,8 @@ def test_the_token_baseline_carries_the_same_content_as_our_rendering() -> None:
 
     assert bench_core._json({"a": 1, "b": [1, "x y"]}) == '{"a":1,"b":[1,"x y"]}'
     threads = bench_core.threads()
-    assert len(threads) >= 30 and {a for _, a, _ in threads} == {"agents.deploybot:DEPLOY_AGENT", "agents.rollback:ROLLBACK_AGENT"}
+    agents = {"agents.deploybot:DEPLOY_AGENT", "agents.rollback:ROLLBACK_AGENT"}
+    assert len(threads) >= 30 and {a for _, a, _ in threads} == agents
     kinds = {e.type for _, _, t in threads for e in t.events}
     assert {"decision", "receipt", "result", "error", "answer"} <= kinds
     for name, _, thread in threads:
