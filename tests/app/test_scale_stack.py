@@ -1,0 +1,198 @@
+"""The scale-out stack (prefect_micro_agents.testing.ScaleStack, started by `python -m deployments.scale_stack`): every
+part is a real process, checked through its own interface. Postgres answers SQL and has pg_trgm, Redis answers PING
+and carries Prefect's event stream, the API server (--no-services) is healthy and configured for Redis, the separate
+services process turns an event into an automation's action, two workers are registered in the process pool, a flow
+run submitted to the pool completes on one of them with its results in S3 (moto), and stopping leaves no process.
+
+One stack for the module (about a minute to start on 2 cores); the last test stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import pickle
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from prefect_micro_agents.testing import ScaleStack
+
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).resolve().parent
+FLOWS = "scale_flows.py"
+TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    began = time.monotonic()
+    with ScaleStack(tmp_path_factory.mktemp("scale"), workers=2, worker_query_seconds=1) as started:
+        started.timings["fixture start"] = time.monotonic() - began
+        yield started
+
+
+@pytest.fixture(scope="module")
+def api(stack: ScaleStack):  # noqa: ANN201
+    with httpx.Client(base_url=stack.api_url, timeout=30, trust_env=False) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def smoke_deployment(stack: ScaleStack) -> str:
+    """tests/app/scale_flows.py deployed to the stack's process pool from this directory (the pull step sets the
+    flow-run process's working directory here); the deployment's id."""
+    with stack.connected():
+        from prefect import flow
+
+        loaded = flow.from_source(source=str(HERE), entrypoint=f"{FLOWS}:scale_smoke")
+        return str(loaded.deploy(name="smoke", work_pool_name=stack.pool, print_next_steps=False,
+                                   ignore_warnings=True))
+
+
+def wait_for_run(api: httpx.Client, run_id: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = api.get(f"/flow_runs/{run_id}").json()
+        if run["state"] and run["state"]["type"] in TERMINAL:
+            return run
+        time.sleep(0.5)
+    raise AssertionError(f"flow run {run_id} not finished after {timeout:.0f} s: {run['state']}")
+
+
+def s3_keys(stack: ScaleStack) -> set[str]:
+    listed = stack.s3.client().list_objects_v2(Bucket=stack.bucket)
+    return {item["Key"] for item in listed.get("Contents", [])}
+
+
+def test_postgres_answers_sql_runs_unprivileged_and_holds_prefects_tables(stack: ScaleStack) -> None:
+    import asyncpg
+
+    async def ask() -> tuple[Any, ...]:
+        pg = stack.postgres
+        conn = await asyncpg.connect(host="127.0.0.1", port=pg.port, user=pg.role, password=pg.password,
+                                     database=pg.database)
+        try:
+            return (await conn.fetchval("select 1"),
+                    await conn.fetchval("select count(*) from pg_extension where extname = 'pg_trgm'"),
+                    await conn.fetchval("select count(*) from information_schema.tables where table_name = "
+                                        "'flow_run'"))
+        finally:
+            await conn.close()
+
+    assert asyncio.run(ask()) == (1, 1, 1)
+    pid = stack.postgres.component.pid  # type: ignore[union-attr]
+    assert os.stat(f"/proc/{pid}").st_uid != 0, "Postgres must not run as root"
+
+
+def test_the_api_server_is_healthy_without_services_and_uses_postgres_and_redis(
+        stack: ScaleStack, api: httpx.Client) -> None:
+    assert api.get("/health").json() is True
+    settings = api.get("/admin/settings").json()["server"]
+    assert settings["events"]["messaging_broker"] == "prefect_redis.messaging"
+    assert settings["events"]["causal_ordering"] == "prefect_redis.ordering"
+    assert settings["concurrency"]["lease_storage"] == "prefect_redis.lease_storage"
+    assert settings["database"]["migrate_on_start"] is False
+    assert settings["services"] and stack.services is not None and stack.services.running
+    api_log = (stack.logs / "api.log").read_text(errors="replace")
+    assert "--no-services" in api_log
+
+
+def test_two_workers_are_registered_in_the_pool_each_with_its_own_home(stack: ScaleStack, api: httpx.Client) -> None:
+    workers = api.post(f"/work_pools/{stack.pool}/workers/filter", json={}).json()
+    assert sorted(w["name"] for w in workers) == ["worker-a", "worker-b"]
+    assert {w["status"] for w in workers} == {"ONLINE"}
+    homes = {m.home for m in stack.workers} | {m.state_dir for m in stack.workers} | {m.workdir for m in stack.workers}
+    assert len(homes) == 6 and all(path.is_dir() for path in homes)
+
+
+def test_a_flow_run_submitted_to_the_pool_completes_on_a_worker_with_its_results_in_s3(
+        stack: ScaleStack, api: httpx.Client, smoke_deployment: str) -> None:
+    before = s3_keys(stack)
+    began = time.monotonic()
+    created = api.post(f"/deployments/{smoke_deployment}/create_flow_run", json={"parameters": {"x": 21}})
+    assert created.status_code == 201, created.text
+    run = wait_for_run(api, created.json()["id"])
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    print(f"submitted -> completed on a worker: {time.monotonic() - began:.1f} s")
+    stored = run["state"]["data"]  # a persisted result is a record's address: its block and key
+    block = api.get(f"/block_documents/{stored['storage_block_id']}").json()
+    assert block["block_type"]["slug"] == "s3-bucket" and block["name"] == stack.storage_block_name
+    new = s3_keys(stack) - before
+    assert f"results/{stored['storage_key']}" in new, new
+    assert len(new) >= 2, f"the task's result and the flow's: {new}"  # double(21) and scale_smoke(21)
+    body = stack.s3.client().get_object(Bucket=stack.bucket, Key=f"results/{stored['storage_key']}")["Body"].read()
+    assert pickle.loads(base64.b64decode(body)) == 42  # Prefect's default serializer: pickle, base64-encoded
+    ran_on = [m.name for m in stack.workers if run["id"] in (stack.logs / f"{m.name}.log").read_text(errors="replace")]
+    assert len(ran_on) == 1, ran_on
+
+
+def test_an_event_reaches_an_automation_through_redis_and_its_action_runs_on_a_worker(
+        stack: ScaleStack, api: httpx.Client, smoke_deployment: str) -> None:
+    """POST /api/events -> the API publishes to Redis -> the separate services process's triggers consume it -> the
+    automation's run-deployment action -> a worker runs it. Nothing of it exists in the API process alone."""
+    import redis
+
+    marker = uuid.uuid4().hex[:12]
+    resource = f"microagents.scale-test.{marker}"
+    automation = api.post("/automations/", json={
+        "name": f"scale-test-{marker}",
+        "trigger": {"type": "event", "posture": "Reactive", "threshold": 1, "within": 0,
+                    "expect": ["microagents.scale-test.ping"], "match": {"prefect.resource.id": resource}},
+        "actions": [{"type": "run-deployment", "source": "selected", "deployment_id": smoke_deployment,
+                     "parameters": {"x": 7}}],
+    })
+    assert automation.status_code == 201, automation.text
+    time.sleep(2)  # the triggers service reloads automations on a change notice
+    began = time.monotonic()
+    event = {"id": str(uuid.uuid4()), "occurred": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+             "event": "microagents.scale-test.ping", "resource": {"prefect.resource.id": resource}, "payload": {}}
+    assert api.post("/events", json=[event]).status_code == 204
+    deadline = time.monotonic() + 120
+    runs: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        runs = api.post("/flow_runs/filter", json={
+            "deployments": {"id": {"any_": [smoke_deployment]}},
+            "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
+        }).json()
+        if any(r["parameters"].get("x") == 7 for r in runs):
+            break
+        time.sleep(0.5)
+    assert any(r["parameters"].get("x") == 7 for r in runs), "the automation's action did not run"
+    print(f"event -> automation -> completed flow run: {time.monotonic() - began:.1f} s")
+    client = redis.Redis(host="127.0.0.1", port=stack.redis.port, password=stack.redis.password, db=0)
+    try:
+        assert client.ping() is True
+        streams = [key.decode() for key in client.scan_iter(match="*events*", _type="stream")]
+        assert streams, "no event stream in Redis"
+    finally:
+        client.close()
+
+
+def test_stopping_the_stack_leaves_no_process_behind(stack: ScaleStack) -> None:
+    memory = stack.rss_mib()
+    print("idle RSS MiB: " + ", ".join(f"{name} {mib:.0f}" for name, mib in memory.items()))
+    print("start timings s: " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in stack.timings.items()))
+    assert set(memory) == {"postgres", "redis", "s3 (moto)", "api", "services", "worker-a", "worker-b"}
+    groups = stack.pgids()
+    places = (str(stack.run_dir), str(stack.postgres.data_dir))  # the cluster may live outside the run dir
+    began = time.monotonic()
+    stack.stop()
+    print(f"stopped in {time.monotonic() - began:.1f} s")
+    left = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and (int(fields[2]) in groups or any(p in cmdline for p in places)):
+            left.append(f"{entry.name}: {cmdline}")
+    assert not left, left
+    assert not any(part.running for part in stack.components().values())
