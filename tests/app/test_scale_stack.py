@@ -13,6 +13,10 @@ import asyncio
 import base64
 import os
 import pickle
+import signal
+import socket
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -26,6 +30,7 @@ from prefect_micro_agents.testing import ScaleStack
 pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
 FLOWS = "scale_flows.py"
 TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
@@ -196,3 +201,86 @@ def test_stopping_the_stack_leaves_no_process_behind(stack: ScaleStack) -> None:
             left.append(f"{entry.name}: {cmdline}")
     assert not left, left
     assert not any(part.running for part in stack.components().values())
+
+
+# -- the one command (deployments/scale_stack.py) ---------------------------------------------------------------------
+
+def processes_under(*places: Path) -> list[str]:
+    """Live processes whose command line or working directory is in one of these directories."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(entry / "cwd")
+        except (OSError, IndexError):
+            continue
+        if any(str(p) in cmdline or cwd.startswith(str(p)) for p in places):
+            found.append(f"{entry.name} (cwd {cwd}): {cmdline}")
+    return found
+
+
+def start_command(run_dir: Path, *args: str) -> tuple[subprocess.Popen[str], list[str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    proc = subprocess.Popen([sys.executable, "-m", "deployments.scale_stack", "--run-dir", str(run_dir), "--no-model",
+                             *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return proc, []
+
+
+def read_until(proc: subprocess.Popen[str], lines: list[str], needle: str, timeout: float) -> None:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if needle in line:
+            return
+    raise AssertionError(f"no {needle!r} within {timeout:.0f} s:\n" + "".join(lines[-40:]))
+
+
+def test_the_one_command_deploys_the_pipeline_to_the_pool_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    run_dir = tmp_path / "scale"
+    began = time.monotonic()
+    proc, lines = start_command(run_dir)
+    try:
+        read_until(proc, lines, "Press Ctrl-C to stop everything.", timeout=300)
+        print(f"`python -m deployments.scale_stack --no-model` ready after {time.monotonic() - began:.1f} s")
+        text = "".join(lines)
+        api_url = next(w for w in text.split() if w.startswith("http://127.0.0.1:") and w.endswith("/api"))
+        with httpx.Client(base_url=api_url, timeout=30, trust_env=False) as api:
+            deployment = api.get("/deployments/name/deploy-pipeline/worker").json()
+            assert deployment["work_pool_name"] == "microagents"
+            assert deployment["entrypoint"] == "flows/deploy_pipeline.py:deploy_pipeline"
+            workers = api.post("/work_pools/microagents/workers/filter", json={}).json()
+            assert sorted(w["name"] for w in workers) == ["worker-a", "worker-b"]
+            automations = [a["name"] for a in api.post("/automations/filter", json={}).json()]
+            assert any(name.startswith("microagents-recover") for name in automations), automations
+        pg_data = next(w for w in text.split() if w.endswith("/data"))  # the cluster may live outside the run dir
+        assert processes_under(run_dir, Path(pg_data))
+    finally:
+        stopping = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=120)
+        lines.append(rest)
+    print(f"stopped {time.monotonic() - stopping:.1f} s after SIGINT")
+    assert proc.returncode == 0, "".join(lines[-40:])
+    assert "stopped." in rest
+    assert not processes_under(run_dir, Path(pg_data))
+
+
+def test_a_part_that_cannot_start_is_named_with_its_log_and_the_rest_is_stopped(tmp_path: Path) -> None:
+    run_dir = tmp_path / "scale"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        proc, lines = start_command(run_dir, "--port", str(taken.getsockname()[1]))
+        out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, out
+    error = next(line for line in out.splitlines() if "error:" in line)
+    assert "error: api: exited with code" in error, out
+    assert "last lines of" in out and "api.log" in out
+    elsewhere = [Path(w) for w in out.split() if w.endswith("/data")]  # a cluster outside the run dir, if any
+    assert not processes_under(run_dir, *elsewhere), out
