@@ -222,7 +222,8 @@ class LocalPostgres:
         exists = self.psql(f"select 1 from pg_database where datname = '{self.database}'", database="postgres")
         if exists != "1":
             self.psql(f"create database {self.database}", database="postgres")
-        # Prefect's migrations need pg_trgm (contrib); created here so a missing contrib fails with this name.
+        # Prefect's migrations create pg_trgm (contrib) themselves; created here first so that a missing contrib
+        # package fails here, naming Postgres, rather than in the middle of a migration.
         self.psql("create extension if not exists pg_trgm")
 
     def stop(self) -> None:
