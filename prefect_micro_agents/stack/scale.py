@@ -300,6 +300,26 @@ class ScaleStack:
             progress=self.progress)
         machine.component.start()
 
+    def worker(self, name: str) -> WorkerMachine:
+        found = next((m for m in self.workers if m.name == name), None)
+        if found is None:
+            raise KeyError(f"no worker {name!r}; the workers are {[m.name for m in self.workers]}")
+        return found
+
+    def stop_worker(self, name: str) -> None:
+        """Stop one worker's process group (the flow runs it started included): a machine going away. Its home,
+        working directory and state directory stay."""
+        machine = self.worker(name)
+        if machine.component is not None:
+            machine.component.stop()
+
+    def start_worker(self, name: str) -> None:
+        """Start a stopped worker again, on the same home and directories."""
+        machine = self.worker(name)
+        if machine.component is not None and machine.component.running:
+            raise RuntimeError(f"{name} is running")
+        self._start_worker(machine)
+
     def stop(self) -> None:
         """Stop everything, newest first; idempotent."""
         began = time.monotonic()

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from prefect_micro_agents.testing import ScaleStack
+from prefect_micro_agents.testing import ScaleStack, ScriptedModel
 
 pytestmark = pytest.mark.slow
 
@@ -36,9 +36,19 @@ TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What every worker shares, as machines share the world they deploy to: the sample app's environments
+    (DEPLOY_ROOT) and the scripted model's queue."""
+    return tmp_path_factory.mktemp("world")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, world: Path):  # noqa: ANN201
     began = time.monotonic()
-    with ScaleStack(tmp_path_factory.mktemp("scale"), workers=2, worker_query_seconds=1) as started:
+    worker_env = {"AGENT_MODEL": ScriptedModel(world / "model").model, "DEPLOY_ROOT": str(world / "envs"),
+                  "AGENT_LITELLM_PROVIDERS": os.environ["AGENT_LITELLM_PROVIDERS"]}
+    with ScaleStack(tmp_path_factory.mktemp("scale"), workers=2, worker_query_seconds=1,
+                    worker_env=worker_env) as started:
         started.timings["fixture start"] = time.monotonic() - began
         yield started
 
@@ -178,6 +188,96 @@ def test_an_event_reaches_an_automation_through_redis_and_its_action_runs_on_a_w
         assert streams, "no event stream in Redis"
     finally:
         client.close()
+
+
+@pytest.fixture(scope="module")
+def pipeline(stack: ScaleStack, world: Path):  # noqa: ANN201
+    """deployments/prefect.yaml deployed to the stack's pool with `prefect deploy` (what the one command does), and
+    the sample app's environments in the shared DEPLOY_ROOT; the deployment's id. Services the runs deployed are
+    stopped afterwards."""
+    saved = os.environ.get("DEPLOY_ROOT")
+    os.environ["DEPLOY_ROOT"] = str(world / "envs")
+    try:
+        from flows.targets.settings import TargetSettings
+
+        targets = TargetSettings().build()
+    finally:
+        os.environ.pop("DEPLOY_ROOT") if saved is None else os.environ.update(DEPLOY_ROOT=saved)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(stack.client_env(), PREFECT_HOME=str(stack.run_dir / "client-home"), PWD=str(ROOT))
+    done = subprocess.run([sys.executable, "-m", "prefect", "deploy", "--prefect-file", "deployments/prefect.yaml",
+                           "--all"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with httpx.Client(base_url=stack.api_url, timeout=30, trust_env=False) as api:
+        deployment = api.get("/deployments/name/deploy-pipeline/worker").json()
+    yield deployment["id"], targets
+    targets.stop_all()
+
+
+def ran_on(stack: ScaleStack, run_id: str) -> list[str]:
+    """Which workers submitted this flow run, in the order of their log lines' times."""
+    seen = []
+    for machine in stack.workers:
+        for line in (stack.logs / f"{machine.name}.log").read_text(errors="replace").splitlines():
+            if f"submitting flow run '{run_id}'" in line:
+                seen.append((line.split(" | ")[0], machine.name))
+    return [name for _, name in sorted(seen)]
+
+
+def wait_for_state(api: httpx.Client, run_id: str, types: tuple[str, ...], timeout: float = 180) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = api.get(f"/flow_runs/{run_id}").json()
+        if run["state"] and run["state"]["type"] in types:
+            return run
+        time.sleep(0.5)
+    raise AssertionError(f"flow run {run_id} not in {types} after {timeout:.0f} s: {run['state']}")
+
+
+def test_a_pipeline_run_suspended_on_one_worker_is_resumed_by_the_other_and_repeats_nothing(
+        stack: ScaleStack, api: httpx.Client, world: Path, pipeline: tuple[str, Any]) -> None:
+    """The deploy pipeline from deployments/prefect.yaml, on the pool: staging and the agent's first proposal on the
+    worker that took the run; that worker then goes away (stopped), the approval is given, and the other worker
+    resumes the run in a new process with its own home and state directory. Nothing is repeated: staging deployed
+    once per service, three model calls for three decisions, one production deploy per approval."""
+    import json
+
+    from flows.sample_app import load_manifest
+
+    deployment, _ = pipeline
+    model = ScriptedModel(world / "model")
+    sha = load_manifest(world / "envs" / "sample-app").sha("v1.1.0")
+    model.enqueue({"call": {"intent": "deploy_backend_to_prod", "sha": sha[:12]}},
+                  {"call": {"intent": "deploy_frontend_to_prod", "sha": sha[:12]}},
+                  {"call": {"intent": "done_for_now", "message": "deployed"}})
+    created = api.post(f"/deployments/{deployment}/create_flow_run",
+                       json={"parameters": {"sha": sha, "source": "test", "actor": "test"}})
+    assert created.status_code == 201, created.text
+    run_id = created.json()["id"]
+    wait_for_state(api, run_id, ("PAUSED", *TERMINAL))
+    first = ran_on(stack, run_id)
+    assert len(first) == 1, first
+    other = next(m.name for m in stack.workers if m.name != first[0])
+    stack.stop_worker(first[0])  # the machine that served it goes away
+    try:
+        microagents = [sys.executable, "-m", "prefect_micro_agents.cli"]
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}, **stack.client_env()}
+        for _ in range(2):  # backend, then frontend
+            approved = subprocess.run([*microagents, "approve", run_id], env=env, capture_output=True, text=True,
+                                      timeout=60)
+            assert approved.returncode == 0, approved.stdout + approved.stderr
+            time.sleep(1)
+            run = wait_for_state(api, run_id, ("PAUSED", *TERMINAL))
+        assert run["state"]["type"] == "COMPLETED", run["state"]
+    finally:
+        stack.start_worker(first[0])
+    assert ran_on(stack, run_id) == [first[0], other, other]
+    assert len(model.requests()) == 3  # no model call repeated on resume
+    history = json.loads((world / "envs" / "environments" / "state.json").read_text())["history"]
+    assert [(h["env"], h["service"], h["status"]) for h in history if h["action"] == "deploy"] == [
+        ("staging", "backend", "succeeded"), ("staging", "frontend", "succeeded"),
+        ("production", "backend", "succeeded"), ("production", "frontend", "succeeded")]
+    assert (stack.worker(other).state_dir / "executions").is_dir()  # the resumed run's records: the other machine's
 
 
 def test_stopping_the_stack_leaves_no_process_behind(stack: ScaleStack) -> None:
