@@ -66,6 +66,19 @@ class LocalRedis:
         replies = redis_command(self.port, self.password, ["PING"])
         return replies[:2] == [b"+OK", b"+PONG"]
 
+    def consumer_groups(self, stream: str) -> set[str]:
+        """Names of the consumer groups reading `stream` (empty when the stream does not exist yet)."""
+        import redis
+
+        client = redis.Redis(host=HOST, port=self.port, password=self.password, socket_timeout=5)
+        try:
+            return {str(g["name"].decode() if isinstance(g["name"], bytes) else g["name"])
+                    for g in client.xinfo_groups(stream)}
+        except redis.ResponseError:  # no such key
+            return set()
+        finally:
+            client.close()
+
     def start(self) -> LocalRedis:
         binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server")
                                                   else None)

@@ -35,6 +35,7 @@ __all__ = ["ScaleStack", "WorkerMachine"]
 
 HOST = "127.0.0.1"
 SERVICES_LINE = b"Starting services"
+SERVICES_EVENT_GROUPS = {"reactive-triggers", "event-persister"}  # prefect_redis consumer groups on `events`
 
 
 def _print_progress(message: str) -> None:
@@ -252,17 +253,16 @@ class ScaleStack:
         home.mkdir(parents=True, exist_ok=True)
         log_path = self.logs / "services.log"
         offset = log_path.stat().st_size if log_path.exists() else 0
-        seen_at: list[float] = []
 
         def running() -> bool:
-            # Its banner, then alive for 3 s more: the services start their loops and consumers right after it.
+            # Its banner, then its consumers reading Prefect's streams in Redis: the triggers and the event persister
+            # on `events`, the automations' actions on `actions` (they are what turns events into work).
             with open(log_path, "rb") as log:
                 log.seek(offset)
                 if SERVICES_LINE not in log.read():
                     return False
-            if not seen_at:
-                seen_at.append(time.monotonic())
-            return time.monotonic() - seen_at[0] >= 3
+            return (SERVICES_EVENT_GROUPS <= self.redis.consumer_groups("events")
+                    and "actions" in self.redis.consumer_groups("actions"))
 
         self.services = Component("services", [self.python, "-m", "prefect", "server", "services", "start"],
                                   log_path=log_path, env=self.server_env(home), cwd=home, ready=running,
