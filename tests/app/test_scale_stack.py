@@ -2,9 +2,11 @@
 part is a real process, checked through its own interface. Postgres answers SQL and has pg_trgm, Redis answers PING
 and carries Prefect's event stream, the API server (--no-services) is healthy and configured for Redis, the separate
 services process turns an event into an automation's action, two workers are registered in the process pool, a flow
-run submitted to the pool completes on one of them with its results in S3 (moto), and stopping leaves no process.
+run submitted to the pool completes on one of them with its results in S3 (moto), the deploy pipeline suspended on
+one worker is resumed by the other without repeating anything, and stopping leaves no process.
 
-One stack for the module (about a minute to start on 2 cores); the last test stops it.
+One stack for the module (about 17 s to start on 2 cores); `test_stopping_the_stack_leaves_no_process_behind` stops
+it. The one command (`python -m deployments.scale_stack`) is tested after that, in processes of its own.
 """
 
 from __future__ import annotations
