@@ -147,6 +147,13 @@ class LocalPostgres:
                 "PGDATABASE": self.database}
 
     def start(self) -> LocalPostgres:
+        try:
+            return self._start()
+        except BaseException:  # a temporary cluster directory or a half-started server is not left behind
+            self.stop()
+            raise
+
+    def _start(self) -> LocalPostgres:
         bindir = find_bindir(self.bindir_arg)
         self.bindir = bindir
         self.account = account = unprivileged_account(self.account_name)
