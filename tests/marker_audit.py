@@ -45,6 +45,8 @@ _PROCESSES: list[tuple[str, str, re.Pattern[str]]] = [
     ("slow", "a Prefect worker", re.compile(r"(?:^|[\s/])prefect worker start\b|" + _PY + " -m prefect worker start")),
     ("slow", "a flow runner", re.compile(_PY + r" (?:-m flows\.serve\b|\S*\b(?:serve|\w*_flow)\.py\b)")),
     ("slow", "the local stack", re.compile(_PY + r" (?:-m deployments\.local_stack\b|\S*\blocal_stack\.py\b)")),
+    ("slow", "the scale-out stack", re.compile(_PY + r" (?:-m deployments\.scale_stack\b|\S*\bscale_stack\.py\b)")),
+    ("slow", "Prefect's background services", re.compile(_PY + r" -m prefect server services start\b")),
     ("slow", "the embedded model", re.compile(_PY + r" -m prefect_micro_agents\.local_model\b")),
     ("ui", "a browser", re.compile(r"\bplaywright\b|(?<!install-)chrom", re.I)),  # not scripts/install-chromium
 ]

@@ -28,6 +28,9 @@ PY = sys.executable
         ([PY, str(HERE / "kit" / "expense_flow.py")], ("slow", "a flow runner")),
         ([PY, "-m", "flows.serve"], ("slow", "a flow runner")),
         ([PY, "-m", "deployments.local_stack", "--home", "h"], ("slow", "the local stack")),
+        ([PY, "-m", "deployments.scale_stack", "--run-dir", "d"], ("slow", "the scale-out stack")),
+        ([PY, "-m", "prefect", "server", "services", "start"], ("slow", "Prefect's background services")),
+        (["/usr/lib/postgresql/15/bin/postgres", "-D", "d"], None),  # quick to start; the stack's server is what counts
         ([PY, "-m", "prefect_micro_agents.local_model", "serve"], ("slow", "the embedded model")),
         (["/x/site-packages/playwright/driver/node", "/x/playwright/driver/package/cli.js", "run-driver"],
          ("ui", "a browser")),

@@ -8,13 +8,18 @@ starts (or passed to `prefect_micro_agents.llm.use_provider` in code). The kit i
 For crash tests of your own tools: `arm(directory, point)` freezes the next process (with `$AGENT_FAILPOINTS_DIR`,
 `FAILPOINTS_ENV`, set to that directory) that reaches a named point (`POINTS`) so the test can kill it there; `free_port`
 picks a loopback port for a `LocalPrefectServer`.
+
+`ScaleStack` is Prefect's distributed setup as real processes on one machine (Postgres, Redis, moto's S3 server, an API
+server without services, `prefect server services start`, a process work pool and its workers; see
+`prefect_micro_agents.stack`); it needs the `scale` extra and the system packages postgresql and redis-server.
 """
 
 from __future__ import annotations
 
 from prefect_micro_agents.adapter.local_server import LocalPrefectServer, free_port
 from prefect_micro_agents.failpoints import FAILPOINTS_ENV, POINTS, arm
+from prefect_micro_agents.stack import ComponentStartError, ScaleStack
 from prefect_micro_agents.testing.scripted import ScriptedModel, ScriptExhausted, register
 
-__all__ = ["FAILPOINTS_ENV", "POINTS", "LocalPrefectServer", "ScriptExhausted", "ScriptedModel", "arm", "free_port",
-           "register"]
+__all__ = ["FAILPOINTS_ENV", "POINTS", "ComponentStartError", "LocalPrefectServer", "ScaleStack", "ScriptExhausted",
+           "ScriptedModel", "arm", "free_port", "register"]

@@ -1,0 +1,364 @@
+"""Prefect's distributed setup on one machine, each part a real process: Postgres, Redis, moto's S3 server, the
+database migration, an API server with `--no-services`, `prefect server services start`, a process work pool and
+N workers, each worker with its own PREFECT_HOME, working directory and AGENT_STATE_DIR as if on its own machine.
+
+    with ScaleStack(run_dir, workers=2) as stack:
+        env = {**os.environ, **stack.client_env()}     # PREFECT_API_URL, result storage, ...
+        ...                                            # deploy to stack.pool; its workers run the flow runs
+
+`start()` starts the parts in dependency order and prints a progress line per part; a part that fails raises
+`ComponentStartError` naming it, with its log's last lines, after everything already started was stopped. `stop()`
+stops them in reverse order (workers first: a worker whose server died first can hang), each process group whole.
+Every log is in `run_dir/logs`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from prefect_micro_agents.adapter.local_server import free_port
+from prefect_micro_agents.stack.postgres import LocalPostgres
+from prefect_micro_agents.stack.processes import Component, ComponentStartError, log_tail
+from prefect_micro_agents.stack.redis import LocalRedis
+from prefect_micro_agents.stack.s3 import LocalS3, save_result_storage
+from prefect_micro_agents.stack.settings import RedisAddress, client_settings, server_settings
+
+__all__ = ["ScaleStack", "WorkerMachine"]
+
+HOST = "127.0.0.1"
+SERVICES_LINE = b"Starting services"
+SERVICES_EVENT_GROUPS = {"reactive-triggers", "event-persister"}  # prefect_redis consumer groups on `events`
+
+
+def _print_progress(message: str) -> None:
+    print(f"[scale-stack] {message}", file=sys.stderr, flush=True)
+
+
+class WorkerMachine:
+    """One worker and what stands for its machine: `home` (PREFECT_HOME), `workdir` (its working directory) and
+    `state_dir` (AGENT_STATE_DIR)."""
+
+    def __init__(self, name: str, root: Path) -> None:
+        self.name = name
+        self.root = root
+        self.home = root / "prefect-home"
+        self.workdir = root / "work"
+        self.state_dir = root / "agent-state"
+        self.component: Component | None = None
+
+
+class ScaleStack:
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str],
+        *,
+        workers: int = 2,
+        pool: str = "microagents",
+        bucket: str = "microagents-results",
+        storage_block: str = "microagents-results",
+        ui: bool = False,
+        api_port: int | None = None,
+        worker_env: Mapping[str, str] | None = None,
+        worker_query_seconds: float = 2.0,
+        postgres_account: str | None = None,
+        python: str | None = None,
+        progress: Callable[[str], None] | None = _print_progress,
+    ) -> None:
+        """`worker_env` is added to every worker's environment (a model, its key, a DEPLOY_ROOT...)."""
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self.run_dir = Path(run_dir).resolve()
+        self.logs = self.run_dir / "logs"
+        self.pool = pool
+        self.bucket = bucket
+        self.storage_block_name = storage_block
+        self.ui = ui
+        self.python = python or sys.executable
+        self.progress = progress
+        self.worker_env = dict(worker_env or {})
+        self.worker_query_seconds = worker_query_seconds
+        self.api_port = api_port or free_port()
+        self.postgres = LocalPostgres(self.run_dir / "postgres", port=free_port(), account=postgres_account,
+                                      progress=progress, log_path=self.logs / "postgres.log")
+        self.redis = LocalRedis(self.run_dir / "redis", port=free_port(), progress=progress,
+                                log_path=self.logs / "redis.log")
+        self.s3 = LocalS3(self.run_dir / "s3", port=free_port(), python=self.python, progress=progress,
+                          log_path=self.logs / "moto.log")
+        self.api: Component | None = None
+        self.services: Component | None = None
+        self.workers = [WorkerMachine(f"worker-{chr(ord('a') + i)}", self.run_dir / "machines" /
+                                      f"worker-{chr(ord('a') + i)}") for i in range(workers)]
+        self.result_storage = f"s3-bucket/{storage_block}"
+        self.timings: dict[str, float] = {}
+        self._started = False
+
+    # -- addresses and environments ----------------------------------------------------------------------------------
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{HOST}:{self.api_port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://{HOST}:{self.api_port}"
+
+    def redis_address(self) -> RedisAddress:
+        return RedisAddress(HOST, self.redis.port, self.redis.password)
+
+    def server_env(self, home: Path) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("PREFECT_", "AWS_"))}
+        env.update(server_settings(self.postgres.url, self.redis_address()))
+        env.update(PREFECT_HOME=str(home), PYTHONUNBUFFERED="1",
+                   PREFECT_SERVER_UI_ENABLED="true" if self.ui else "false")
+        if self.ui:
+            env["PREFECT_SERVER_UI_API_URL"] = self.api_url
+        return env
+
+    def client_env(self) -> dict[str, str]:
+        """What a client process sets to use the stack: merge over os.environ (drop inherited PREFECT_* first)."""
+        return client_settings(self.api_url, self.result_storage)
+
+    def worker_process_env(self, machine: WorkerMachine) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("PREFECT_", "AWS_"))}
+        env.update(self.client_env())
+        env.update(PREFECT_HOME=str(machine.home), AGENT_STATE_DIR=str(machine.state_dir), PYTHONUNBUFFERED="1",
+                   PREFECT_WORKER_QUERY_SECONDS=str(self.worker_query_seconds))
+        env.update(self.worker_env)
+        return env
+
+    @contextmanager
+    def connected(self) -> Iterator[ScaleStack]:
+        """Point THIS process's Prefect client at the stack while the block runs (settings rebuilt, then restored);
+        see LocalPrefectServer.connected for why the settings must be rebuilt."""
+        from prefect.context import refresh_global_settings_context
+
+        env = {**self.client_env(), "PREFECT_HOME": str(self.run_dir / "client-home")}
+        saved = {name: os.environ.get(name) for name in env}
+        os.environ.update(env)
+        refresh_global_settings_context()
+        try:
+            yield self
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            refresh_global_settings_context()
+
+    def components(self) -> dict[str, Component]:
+        """Every started part by name, in start order."""
+        found = {"postgres": self.postgres.component, "redis": self.redis.component, "s3 (moto)": self.s3.component,
+                 "api": self.api, "services": self.services}
+        found.update({m.name: m.component for m in self.workers})
+        return {name: part for name, part in found.items() if part is not None}
+
+    def pgids(self) -> list[int]:
+        return [c.pid for c in self.components().values() if c.pid is not None]
+
+    def rss_mib(self) -> dict[str, float]:
+        return {name: part.rss_mib() for name, part in self.components().items()}
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------------
+
+    def __enter__(self) -> ScaleStack:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def _step(self, name: str, what: str, action: Callable[[], object]) -> None:
+        self._say(f"{what} ...")
+        began = time.monotonic()
+        action()
+        self.timings[name] = time.monotonic() - began
+        self._say(f"{name} ready ({self.timings[name]:.1f} s)")
+
+    def start(self) -> ScaleStack:
+        if self._started:
+            raise RuntimeError("stack already started")
+        self._started = True
+        began = time.monotonic()
+        self.logs.mkdir(parents=True, exist_ok=True)
+        try:
+            self._step("postgres", f"starting Postgres on {HOST}:{self.postgres.port}", self.postgres.start)
+            self._step("redis", f"starting Redis on {HOST}:{self.redis.port}", self.redis.start)
+            self._step("s3 (moto)", f"starting moto's S3 server on {self.s3.endpoint_url}", self._start_s3)
+            self._step("migrations", "migrating the Prefect database (prefect server database upgrade)",
+                       self._migrate)
+            self._step("api", f"starting the Prefect API server (--no-services) on {self.api_url}", self._start_api)
+            self._step("services", "starting Prefect's background services (prefect server services start)",
+                       self._start_services)
+            self._step("result storage", f"saving the result storage blocks ({self.result_storage})",
+                       self._save_blocks)
+            self._step("work pool", f"creating the process work pool {self.pool!r}", self._create_pool)
+            for machine in self.workers:
+                self._step(machine.name, f"starting {machine.name} (home {machine.root})",
+                           lambda m=machine: self._start_worker(m))  # type: ignore[misc]
+        except BaseException:
+            self.stop()
+            raise
+        self.timings["total"] = time.monotonic() - began
+        self._say(f"everything is up after {self.timings['total']:.1f} s")
+        return self
+
+    def _start_s3(self) -> None:
+        self.s3.start()
+        self.s3.create_bucket(self.bucket)
+
+    def _migrate(self) -> None:
+        import subprocess
+
+        home = self.run_dir / "migrate-home"
+        home.mkdir(parents=True, exist_ok=True)
+        log_path = self.logs / "migrate.log"
+        with open(log_path, "ab") as log:
+            offset = log.tell()
+            done = subprocess.run([self.python, "-m", "prefect", "server", "database", "upgrade", "-y"],
+                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=home,
+                                  env=self.server_env(home), timeout=600, start_new_session=True)
+        if done.returncode != 0:
+            raise ComponentStartError("migrations", f"`prefect server database upgrade -y` exited with code "
+                                                    f"{done.returncode}; last lines of {log_path}:\n"
+                                                    f"{log_tail(log_path, offset)}")
+
+    def _start_api(self) -> None:
+        home = self.run_dir / "api-home"
+        home.mkdir(parents=True, exist_ok=True)
+        argv = [self.python, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(self.api_port),
+                "--no-services", "--analytics-off"]
+        if not self.ui:
+            argv.append("--no-ui")
+
+        def healthy() -> bool:
+            with httpx.Client(timeout=2, trust_env=False) as http:
+                return http.get(f"{self.api_url}/health").status_code == 200
+
+        self.api = Component("api", argv, log_path=self.logs / "api.log", env=self.server_env(home), cwd=home,
+                             ready=healthy, startup_timeout=180, progress=self.progress)
+        self.api.start()
+
+    def _start_services(self) -> None:
+        home = self.run_dir / "services-home"
+        home.mkdir(parents=True, exist_ok=True)
+        log_path = self.logs / "services.log"
+        offset = log_path.stat().st_size if log_path.exists() else 0
+
+        def running() -> bool:
+            # Its banner, then its consumers reading Prefect's streams in Redis: the triggers and the event persister
+            # on `events`, the automations' actions on `actions` (they are what turns events into work).
+            with open(log_path, "rb") as log:
+                log.seek(offset)
+                if SERVICES_LINE not in log.read():
+                    return False
+            return (SERVICES_EVENT_GROUPS <= self.redis.consumer_groups("events")
+                    and "actions" in self.redis.consumer_groups("actions"))
+
+        self.services = Component("services", [self.python, "-m", "prefect", "server", "services", "start"],
+                                  log_path=log_path, env=self.server_env(home), cwd=home, ready=running,
+                                  startup_timeout=120, progress=self.progress)
+        self.services.start()
+
+    def _save_blocks(self) -> None:
+        with self.connected():
+            save_result_storage(block_name=self.storage_block_name, bucket=self.bucket, folder="results",
+                                endpoint_url=self.s3.endpoint_url, access_key=self.s3.access_key,
+                                secret_key=self.s3.secret_key)
+
+    def _create_pool(self) -> None:
+        with httpx.Client(base_url=self.api_url, timeout=30, trust_env=False) as http:
+            response = http.post("/work_pools/", json={"name": self.pool, "type": "process"})
+            if response.status_code not in (201, 409):  # 409: it exists (a reused database)
+                raise ComponentStartError("work pool", f"POST /work_pools/ answered {response.status_code}: "
+                                                       f"{response.text[:500]}")
+
+    def registered_workers(self) -> list[str]:
+        """Names of the workers the API knows in the pool."""
+        with httpx.Client(base_url=self.api_url, timeout=30, trust_env=False) as http:
+            response = http.post(f"/work_pools/{self.pool}/workers/filter", json={})
+            response.raise_for_status()
+            return [w["name"] for w in response.json()]
+
+    def _start_worker(self, machine: WorkerMachine) -> None:
+        for folder in (machine.home, machine.workdir, machine.state_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        argv = [self.python, "-m", "prefect", "worker", "start", "--pool", self.pool, "--type", "process",
+                "--name", machine.name]
+        machine.component = Component(
+            machine.name, argv, log_path=self.logs / f"{machine.name}.log", env=self.worker_process_env(machine),
+            cwd=machine.workdir, ready=lambda: machine.name in self.registered_workers(), startup_timeout=120,
+            progress=self.progress)
+        machine.component.start()
+
+    def worker(self, name: str) -> WorkerMachine:
+        found = next((m for m in self.workers if m.name == name), None)
+        if found is None:
+            raise KeyError(f"no worker {name!r}; the workers are {[m.name for m in self.workers]}")
+        return found
+
+    def stop_worker(self, name: str) -> None:
+        """Stop one worker's process group (the flow runs it started included): a machine going away. Its home,
+        working directory and state directory stay."""
+        machine = self.worker(name)
+        if machine.component is not None:
+            machine.component.stop()
+
+    def start_worker(self, name: str) -> None:
+        """Start a stopped worker again, on the same home and directories."""
+        machine = self.worker(name)
+        if machine.component is not None and machine.component.running:
+            raise RuntimeError(f"{name} is running")
+        self._start_worker(machine)
+
+    def stop(self) -> None:
+        """Stop everything, newest first; idempotent."""
+        began = time.monotonic()
+        parts: list[tuple[str, Callable[[], None]]] = [
+            *[(m.name, m.component.stop) for m in reversed(self.workers) if m.component is not None],
+            *([("services", self.services.stop)] if self.services is not None else []),
+            *([("api", self.api.stop)] if self.api is not None else []),
+            ("s3 (moto)", self.s3.stop), ("redis", self.redis.stop), ("postgres", self.postgres.stop),
+        ]
+        running = [name for name, part in self.components().items() if part.running]
+        if running:
+            self._say(f"stopping {', '.join(reversed(running))} ...")
+        for name, stop in parts:
+            try:
+                stop()
+            except Exception as err:  # keep stopping the rest
+                self._say(f"stopping {name} failed: {err}")
+        if running:
+            self.timings["stop"] = time.monotonic() - began
+            self._say(f"stopped after {self.timings['stop']:.1f} s")
+
+    def describe(self) -> str:
+        """What is where, for people: addresses, the environment a client sets, the logs."""
+        lines = [
+            f"  Prefect API     {self.api_url}" + (f"   (UI {self.ui_url})" if self.ui else ""),
+            f"  Postgres        {HOST}:{self.postgres.port} database {self.postgres.database} role "
+            f"{self.postgres.role} (password in {self.postgres.root / 'password'}; data {self.postgres.data_dir})",
+            f"  Redis           {HOST}:{self.redis.port} (db 0 messaging, db 1 docket; password in "
+            f"{self.redis.root / 'redis.conf'})",
+            f"  S3 (moto)       {self.s3.endpoint_url} bucket {self.bucket}; result storage block "
+            f"{self.result_storage}",
+            f"  Work pool       {self.pool} (process): " + ", ".join(
+                f"{m.name} (home {m.root})" for m in self.workers),
+            f"  Logs            {self.logs}",
+            "  Client env      " + " ".join(f"{k}={v}" for k, v in self.client_env().items()
+                                            if k.startswith("PREFECT_")),
+        ]
+        return "\n".join(lines)
+
+    def _say(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress(message)
