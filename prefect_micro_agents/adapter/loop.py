@@ -23,7 +23,8 @@ from uuid import UUID
 from prefect_micro_agents.adapter.forms import answer_form, answer_key, answer_of, approval_form, approval_key, decision_of
 from prefect_micro_agents.adapter.logredact import install_log_redaction
 from prefect_micro_agents.adapter.publish import artifact_key, publish_thread, request_markdown, thread_markdown
-from prefect_micro_agents.adapter.store import ExecutionLedger, ThreadStore
+from prefect_micro_agents.adapter.ledger import ExecutionLedger
+from prefect_micro_agents.adapter.store import ThreadStore
 from prefect_micro_agents.adapter.tasks import execute_call, llm_step
 from prefect_micro_agents.binding import Binding, ToolContext
 from prefect_micro_agents.errors import ConfigurationError

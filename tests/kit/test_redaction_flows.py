@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from prefect_micro_agents.adapter.local_server import LocalPrefectServer
-from prefect_micro_agents.adapter.store import ExecutionLedger, ThreadStore
+from prefect_micro_agents.adapter.ledger import ExecutionLedger
+from prefect_micro_agents.adapter.store import ThreadStore
 from prefect_micro_agents.testing.scripted import ScriptedModel
 from prefect_harness import stored_text
 
