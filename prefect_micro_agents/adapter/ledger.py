@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from prefect_micro_agents.adapter.records import RECORDS_PREFIX, check_reach, lock_manager, records_storage
 from prefect_micro_agents.errors import AgentError
+from prefect_micro_agents.failpoints import failpoint
 
 if TYPE_CHECKING:
     from prefect.filesystems import WritableFileSystem
@@ -110,6 +111,7 @@ class ExecutionLedger:
                                   hold_timeout=self.hold_timeout_s):
             raise LedgerBusyError(f"execution {key}: its lock was not free within {self.acquire_timeout_s} s")
         try:
+            failpoint("ledger.locked")  # crash tests: a worker killed holding the lock
             found = self.status(key)
             if found[0] == "new":
                 record = {"status": "started", "key": key, "by": holder, "at": datetime.now(UTC).isoformat()}

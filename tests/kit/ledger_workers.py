@@ -61,13 +61,12 @@ def begin_then_hang(where: Where, key: str, out: Queue[tuple[int, list[str]]]) -
     time.sleep(3600)
 
 
-def lock_then_hang(where: Where, key: str, out: Queue[tuple[int, list[str]]]) -> None:
-    """Take the key's lock as `begin` does and hang holding it: a worker killed inside the critical section."""
-    ledger = where.ledger()
-    taken = ledger.locks.acquire_lock(ledger.lock_key(key), f"hung-{os.getpid()}", acquire_timeout=5,
-                                      hold_timeout=where.hold_timeout_s)
-    out.put((os.getpid(), ["locked" if taken else "not locked"]))
-    time.sleep(3600)
+def begin_at_failpoint(where: Where, key: str, failpoints: str, out: Queue[tuple[int, list[str]]]) -> None:
+    """`begin` with the `ledger.locked` failpoint armed: it blocks holding the key's lock until killed."""
+    from prefect_micro_agents.failpoints import FAILPOINTS_ENV
+
+    os.environ[FAILPOINTS_ENV] = failpoints
+    out.put((os.getpid(), [where.ledger().begin(key)[0]]))  # never reached while the point is armed
 
 
 def transaction_then_hang(redis_port: int, root: str, key: str, out: Queue[tuple[int, list[str]]]) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_workers import Where, begin_then_hang, lock_then_hang, race, transaction_then_hang
+from ledger_workers import Where, begin_at_failpoint, begin_then_hang, race, transaction_then_hang
 
 WORKERS = 8
 KEYS = [f"run-{n}:proposal-{n}:0123456789abcdef" for n in range(25)]
@@ -137,11 +137,18 @@ def test_a_worker_killed_between_started_and_finished_leaves_started_for_the_nex
 
 def test_a_worker_killed_holding_the_lock_frees_the_key_after_the_hold_timeout(
         processes: ForkServerContext, where: Where, tmp_path: Path) -> None:
+    from prefect_micro_agents.failpoints import arm
+
     out: Queue[tuple[int, list[str]]] = processes.Queue()
     key = "run-b:proposal-1:0123456789abcdef"
     hold = Where(where.kind, where.root, where.redis_port, hold_timeout_s=2.0, acquire_timeout_s=20.0)
-    worker = start(processes, lock_then_hang, hold, key, out)
-    assert reports(out, [worker], 60) == [["locked"]]
+    failpoints = tmp_path / "failpoints"
+    arm(failpoints, "ledger.locked")
+    worker = start(processes, begin_at_failpoint, hold, key, str(failpoints), out)
+    deadline = time.monotonic() + 60
+    while not (failpoints / "reached-ledger.locked").exists():  # it holds the key's lock, inside begin
+        assert worker.exitcode is None and time.monotonic() < deadline
+        time.sleep(0.02)
     kill(worker)
     waited = time.monotonic()
     assert hold.ledger().begin(key) == ("new", None)  # nothing was recorded: the next worker begins it afresh
