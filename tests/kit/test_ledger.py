@@ -186,9 +186,11 @@ def test_a_torn_finished_record_reads_as_started_and_a_storage_error_is_not_abse
     assert json.loads((tmp_path / "storage" / started).read_text())["status"] == "started"
 
     other = "run-d:proposal-1:0123456789abcdef"
-    (tmp_path / "storage" / ledger.paths(other)[0]).mkdir(parents=True)  # unreadable, not absent
+    (tmp_path / "storage" / ledger.paths(other)[1]).mkdir(parents=True)  # unreadable, not absent
     with pytest.raises(ValueError, match="is not a file"):
-        ledger.begin(other)  # fail the task; never take an unreadable record for "never started"
+        ledger.status(other)  # fail the task; never take an unreadable record for "never started"
+    with pytest.raises(ValueError, match="is not a file"):
+        ledger.begin(other)
 
 
 def test_a_lock_that_holds_on_fewer_machines_than_the_storage_reaches_is_refused(
