@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from multiprocessing.context import ForkServerContext
@@ -227,3 +228,26 @@ def test_a_lock_that_holds_on_fewer_machines_than_the_storage_reaches_is_refused
     ledger = ExecutionLedger(shared)
     assert type(ledger.locks).__name__ == "RedisLockManager"
     assert ledger.begin("k") == ("new", None) and ledger.begin("k") == ("started", None)
+
+
+@pytest.mark.slow
+def test_in_a_flow_run_the_ledger_uses_the_runs_result_storage_and_the_configured_lock(
+        prefect_server: Any, redis_port: int, tmp_path: Path) -> None:
+    """Configured the Prefect way only: the flow's result storage block (shared: a RemoteFileSystem) and
+    AGENT_LOCK_MANAGER=redis with prefect-redis's messaging settings. Unset, the file lock is refused."""
+    script = Path(__file__).with_name("ledger_flow.py")
+    env = {**os.environ, **prefect_server.client_env(), "PREFECT_REDIS_MESSAGING_HOST": "127.0.0.1",
+           "PREFECT_REDIS_MESSAGING_PORT": str(redis_port), "AGENT_LOCK_MANAGER": "redis"}
+    run = subprocess.run([sys.executable, str(script), str(tmp_path), "run-e:p:0123"], env=env, capture_output=True,
+                         text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    assert seen == {"first": "new", "second": "started", "locks": "RedisLockManager", "storage": "RemoteFileSystem",
+                    "started": seen["started"]}
+    assert json.loads((tmp_path / "records" / seen["started"]).read_text())["status"] == "started"
+
+    del env["AGENT_LOCK_MANAGER"]
+    run = subprocess.run([sys.executable, str(script), str(tmp_path), "run-f:p:0123"], env=env, capture_output=True,
+                         text=True, timeout=180)
+    assert run.returncode != 0
+    assert "RemoteFileSystem(dir://records), which other machines reach: a file lock holds on one machine" in run.stderr
