@@ -85,7 +85,7 @@ class ExecutionLedger:
         return f"{folder}/started", f"{folder}/finished"
 
     def lock_key(self, key: str) -> str:
-        """The name `begin` locks for the key (flat: FileSystemLockManager makes no folders)."""
+        """The name `begin` locks for the key (flat: a lock manager's names are not folders)."""
         return f"{RECORDS_PREFIX}-exec-{self.name(key)}"
 
     def status(self, key: str) -> tuple[Status, Any]:

@@ -70,6 +70,7 @@ def run_agent(
     if not run_id:
         raise ConfigurationError("run_agent must be called inside a Prefect flow run (a @flow function)")
     install_log_redaction()  # this run's log records, to the API and the console, engine tracebacks included
+    ExecutionLedger().locks  # noqa: B018 - a lock that cannot cover the result storage fails here, before any step
     timeout = approval_timeout_s or float(os.environ.get(APPROVAL_TIMEOUT_ENV, DEFAULT_APPROVAL_TIMEOUT_S))
     effects = _FlowRun(agent, run_id, resolve_model(model), llm_options, timeout, get_run_logger(), ThreadStore(),
                        artifact_key(agent.name, run_id), on_event)
