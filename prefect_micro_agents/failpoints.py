@@ -7,6 +7,7 @@ in production sets the variable.
 
 Points in this project (where a crash leaves the most to reconcile):
 - `agent.approved`: `run_agent` recorded an approval; nothing of the call has run;
+- `ledger.locked`: the execution ledger holds a key's lock and has not looked at its records yet;
 - `local.deploy.exported`: a local deploy exported the release, nothing else changed yet;
 - `local.deploy.switched`: the old process is stopped and `current` points at the new release;
 - `local.deploy.started`: the new service process exists but its pid is not recorded yet;
@@ -23,7 +24,7 @@ from pathlib import Path
 __all__ = ["DEPLOY_POINTS", "FAILPOINTS_ENV", "POINTS", "arm", "failpoint"]
 
 FAILPOINTS_ENV = "AGENT_FAILPOINTS_DIR"
-POINTS = ("agent.approved", "local.deploy.exported", "local.deploy.switched", "local.deploy.started",
+POINTS = ("agent.approved", "ledger.locked", "local.deploy.exported", "local.deploy.switched", "local.deploy.started",
           "local.deploy.health", "local.deploy.finished")
 DEPLOY_POINTS = tuple(p for p in POINTS if p.startswith("local.deploy."))
 

@@ -41,10 +41,10 @@ def test_the_write_your_own_example_is_the_file_byte_for_byte() -> None:
 
 
 def test_every_test_the_docs_cite_exists() -> None:
-    """The READMEs cite tests as `tests/<dir>/test_x.py` or `tests/<dir>/test_x.py::name`: each file must exist and
+    """The READMEs (and docs/) cite tests as `tests/<dir>/test_x.py` or `tests/<dir>/test_x.py::name`: each file must exist and
     each named test be defined in it, so moving or renaming a test cannot leave a citation pointing nowhere."""
     cited = 0
-    for doc in ("README.md", "evals/README.md"):
+    for doc in ("README.md", "evals/README.md", "docs/durable-state.md"):
         text = (ROOT / doc).read_text()
         for path, name in re.findall(r"(tests/[\w/]+\.py)(?:::(\w+))?", text):
             assert (ROOT / path).is_file(), f"{doc} cites {path}, which does not exist"

@@ -23,7 +23,8 @@ from uuid import UUID
 from prefect_micro_agents.adapter.forms import answer_form, answer_key, answer_of, approval_form, approval_key, decision_of
 from prefect_micro_agents.adapter.logredact import install_log_redaction
 from prefect_micro_agents.adapter.publish import artifact_key, publish_thread, request_markdown, thread_markdown
-from prefect_micro_agents.adapter.store import ExecutionLedger, ThreadStore
+from prefect_micro_agents.adapter.ledger import ExecutionLedger
+from prefect_micro_agents.adapter.store import ThreadStore
 from prefect_micro_agents.adapter.tasks import execute_call, llm_step
 from prefect_micro_agents.binding import Binding, ToolContext
 from prefect_micro_agents.errors import ConfigurationError
@@ -69,6 +70,7 @@ def run_agent(
     if not run_id:
         raise ConfigurationError("run_agent must be called inside a Prefect flow run (a @flow function)")
     install_log_redaction()  # this run's log records, to the API and the console, engine tracebacks included
+    ExecutionLedger().locks  # noqa: B018 - a lock that cannot cover the result storage fails here, before any step
     timeout = approval_timeout_s or float(os.environ.get(APPROVAL_TIMEOUT_ENV, DEFAULT_APPROVAL_TIMEOUT_S))
     effects = _FlowRun(agent, run_id, resolve_model(model), llm_options, timeout, get_run_logger(), ThreadStore(),
                        artifact_key(agent.name, run_id), on_event)

@@ -1,20 +1,20 @@
-"""Durable state outside Prefect's result cache: the thread after every event, and the execution ledger.
+"""The thread store: a run's thread after every event, on the worker's local disk. A pure cache.
 
-The ledger makes an approved call exactly-once under crashes: `started` is written before the tool runs and
-`finished` (with the result) after. A re-run that finds `started` but not `finished` asks the tool to reconcile.
-Default location: $AGENT_STATE_DIR, else $PREFECT_HOME/microagents (a shared filesystem when workers scale out).
+Nothing in a run reads it back: a resumed or retried run rebuilds its thread by replay (cached model calls and
+executions in Prefect's result storage, decisions from the run's stored inputs) and rewrites it here, on whichever
+worker runs it. It is for people and tests on that machine; across machines read the run's thread artifact. The
+records exactly-once rests on live in Prefect's result storage (prefect_micro_agents.adapter.ledger).
+Location: $AGENT_STATE_DIR, else $PREFECT_HOME/microagents.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any, Literal
 
 from prefect_micro_agents.thread import Thread
 
-__all__ = ["ExecutionLedger", "ThreadStore", "state_dir"]
+__all__ = ["ThreadStore", "state_dir"]
 
 STATE_DIR_ENV = "AGENT_STATE_DIR"
 
@@ -58,25 +58,3 @@ class ThreadStore:
     def load(self, run_id: str, agent: str) -> Thread | None:
         path = self.path(run_id, agent)
         return Thread.from_json(path.read_text()) if path.exists() else None
-
-
-class ExecutionLedger:
-    def __init__(self, root: Path | None = None) -> None:
-        self.root = (root or state_dir()) / "executions"
-
-    def _path(self, key: str) -> Path:
-        return self.root / f"{_safe(key)}.json"
-
-    def status(self, key: str) -> tuple[Literal["new", "started", "finished"], Any]:
-        path = self._path(key)
-        if not path.exists():
-            return "new", None
-        record = json.loads(path.read_text())
-        return record["status"], record.get("result")
-
-    def start(self, key: str) -> None:
-        _write_atomic(self._path(key), json.dumps({"status": "started"}), durable=True)
-
-    def finish(self, key: str, result: Any) -> None:
-        # No fsync: if a machine crash loses this record, the durable "started" makes the re-run reconcile instead.
-        _write_atomic(self._path(key), json.dumps({"status": "finished", "result": result}), durable=False)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from prefect import task
 from prefect.context import TaskRunContext
 from prefect.utilities.annotations import quote
 
-from prefect_micro_agents.adapter.store import ExecutionLedger
+from prefect_micro_agents.adapter.ledger import ExecutionLedger
 from prefect_micro_agents.binding import Binding, ToolContext
 from prefect_micro_agents.execution import redact_event, run_tool_call
 from prefect_micro_agents.llm import LLMReply, LLMRequest, call_model
@@ -68,20 +69,21 @@ def execute_call(binding: Binding[Any], call: Tool, ctx: ToolContext) -> ResultE
     """Run an approved (or auto) call once, as a task over plain data (the call as JSON, the context).
 
     `ctx.reconcile` comes from the loop (prefect_micro_agents.loop), which read this same ledger (`began`) before
-    handing the call over; here the ledger only records the execution and returns a finished one's result.
+    handing the call over. Here the ledger's `begin` decides under the key's lock, across workers: exactly one
+    attempt finds the key new and runs the call; one that finds it started (an attempt that began it died, or
+    began it since the loop looked) reconciles; one that finds it finished returns the recorded result.
     """
 
     def execute(call: dict[str, Any], ctx: ToolContext) -> ResultEvent | ErrorEvent:
         ledger = ExecutionLedger()
-        status, recorded = ledger.status(ctx.idempotency_key)
+        status, recorded = ledger.begin(ctx.idempotency_key)
         if status == "finished":  # the tool finished but the task result was never persisted: don't run it again
             log.info("execution %s already finished; using the recorded result", ctx.idempotency_key)
             kind = ResultEvent if recorded.get("type") == "result" else ErrorEvent
             return kind.model_validate(recorded)
         if status == "started":
-            log.warning("execution %s was started by an attempt that died; the tool reconciles", ctx.idempotency_key)
-        else:
-            ledger.start(ctx.idempotency_key)
+            log.warning("execution %s was begun by an attempt that died; the tool reconciles", ctx.idempotency_key)
+            ctx = replace(ctx, reconcile=True)
         # Redacted here, inside the task: the ledger and Prefect's stored result of this task never hold a secret.
         event = redact_event(run_tool_call(binding.parse(call), binding, ctx))
         ledger.finish(ctx.idempotency_key, event.model_dump(mode="json"))

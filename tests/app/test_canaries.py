@@ -136,10 +136,12 @@ def test_no_canary_reaches_anything_durable_or_visible(
 
     searched: dict[str, str] = {f"prompt {n}": p for n, p in enumerate(prompts)}
     searched["target state files"] = state
-    agents_dir = ThreadStore().root.parent  # the kit's state: threads/ and executions/
-    ours = sorted((agents_dir / "threads").glob(f"{run}/*.json")) + sorted((agents_dir / "executions").glob(f"{run}*"))
-    for path in ours:
+    agents_dir = ThreadStore().root.parent  # the kit's thread cache: threads/
+    for path in sorted((agents_dir / "threads").glob(f"{run}/*.json")):
         searched[str(path.relative_to(agents_dir))] = path.read_text()
+    records = prefect_server.storage_path / "microagents"  # the execution ledger, in the result storage
+    for path in sorted((records / "executions").glob(f"{run}*/*")):
+        searched[str(path.relative_to(records))] = path.read_text()
     assert any(k.startswith("executions") for k in searched) and any(k.startswith("threads") for k in searched)
     body = {"artifacts": {"flow_run_id": {"any_": [run, staging_run]}}}
     searched["artifacts"] = json.dumps(http.post("/artifacts/filter", json=body).json())

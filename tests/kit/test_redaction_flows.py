@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from prefect_micro_agents.adapter.local_server import LocalPrefectServer
-from prefect_micro_agents.adapter.store import ExecutionLedger, ThreadStore
+from prefect_micro_agents.adapter.ledger import ExecutionLedger
+from prefect_micro_agents.adapter.store import ThreadStore
 from prefect_micro_agents.testing.scripted import ScriptedModel
 from prefect_harness import stored_text
 
@@ -82,7 +83,11 @@ def test_the_execute_task_persists_only_the_redacted_event(flows: dict[str, Any]
     assert run["type"] == "COMPLETED"
     assert run["result"]["output"]["stdout"] == "login with [redacted:TOOL_TOKEN] refused"
     key = f"redaction-{run['id']}"
-    status, recorded = ExecutionLedger().status(key)
+    from prefect.filesystems import LocalFileSystem
+
+    # The storage the runner used (the server's result storage path). ExecutionLedger() outside a run would ask
+    # Prefect for its default, which reads the server's default block through a client Prefect never closes.
+    status, recorded = ExecutionLedger(LocalFileSystem(basepath=str(prefect_server.storage_path))).status(key)
     assert status == "finished" and canary not in json.dumps(recorded)
     assert "[redacted:TOOL_TOKEN]" in json.dumps(recorded)
     stored = prefect_server.storage_path / f"exec-{key}"  # the task's cache key is its result's storage key
