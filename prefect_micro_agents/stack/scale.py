@@ -124,7 +124,7 @@ class ScaleStack:
 
     def client_env(self) -> dict[str, str]:
         """What a client process sets to use the stack: merge over os.environ (drop inherited PREFECT_* first)."""
-        return client_settings(self.api_url, self.result_storage)
+        return client_settings(self.api_url, self.result_storage, self.redis_address())
 
     def worker_process_env(self, machine: WorkerMachine) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("PREFECT_", "AWS_"))}

@@ -66,12 +66,20 @@ def server_settings(database_url: str, redis: RedisAddress) -> dict[str, str]:
     }
 
 
-def client_settings(api_url: str, result_storage_block: str) -> dict[str, str]:
-    """What every worker (and every process that submits or reads runs) sets (plus its own PREFECT_HOME)."""
+def client_settings(api_url: str, result_storage_block: str, redis: RedisAddress) -> dict[str, str]:
+    """What every worker (and every process that submits or reads runs) sets (plus its own PREFECT_HOME). The
+    execution ledger's lock is prefect-redis's lock manager on the messaging Redis (`AGENT_LOCK_MANAGER=redis`,
+    prefect_micro_agents.adapter.records): the result storage is shared, so a file lock would be refused."""
     return {
         "PREFECT_API_URL": api_url,
         "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": result_storage_block,
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "AGENT_LOCK_MANAGER": "redis",
+        "PREFECT_REDIS_MESSAGING_HOST": redis.host,
+        "PREFECT_REDIS_MESSAGING_PORT": str(redis.port),
+        "PREFECT_REDIS_MESSAGING_DB": str(MESSAGING_DB),
+        "PREFECT_REDIS_MESSAGING_USERNAME": redis.username,
+        "PREFECT_REDIS_MESSAGING_PASSWORD": redis.password,
     }

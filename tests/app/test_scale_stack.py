@@ -284,7 +284,12 @@ def test_a_pipeline_run_suspended_on_one_worker_is_resumed_by_the_other_and_repe
     assert [(h["env"], h["service"], h["status"]) for h in history if h["action"] == "deploy"] == [
         ("staging", "backend", "succeeded"), ("staging", "frontend", "succeeded"),
         ("production", "backend", "succeeded"), ("production", "frontend", "succeeded")]
-    assert (stack.worker(other).state_dir / "executions").is_dir()  # the resumed run's records: the other machine's
+    # The execution records live in the shared result storage (S3), not on either machine: one "started" and one
+    # "finished" per approved call (two production deploys), under microagents/executions/.
+    records = sorted(k for k in s3_keys(stack) if "/microagents/executions/" in f"/{k}")
+    assert len([k for k in records if k.endswith("/started")]) == 2, records
+    assert len([k for k in records if k.endswith("/finished")]) == 2, records
+    assert not (stack.worker(other).state_dir / "executions").exists()
 
 
 def test_stopping_the_stack_leaves_no_process_behind(stack: ScaleStack) -> None:

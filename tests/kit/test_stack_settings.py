@@ -44,8 +44,18 @@ def test_every_server_variable_is_a_prefect_or_prefect_redis_setting(monkeypatch
 def test_every_client_variable_is_a_prefect_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect.settings import Settings
 
-    for name, value in client_settings("http://127.0.0.1:4999/api", "s3-bucket/results").items():
+    from prefect_redis.client import RedisMessagingSettings
+
+    from prefect_micro_agents.adapter.records import LOCK_MANAGER_ENV
+
+    client = client_settings("http://127.0.0.1:4999/api", "s3-bucket/results", REDIS)
+    for name, value in client.items():
         monkeypatch.setenv(name, value)
+    # The execution ledger's lock: prefect-redis's lock manager on the messaging Redis (a file lock is refused with
+    # shared result storage).
+    assert client[LOCK_MANAGER_ENV] == "redis"
+    redis = RedisMessagingSettings()
+    assert (redis.host, redis.port, redis.db, redis.password) == ("127.0.0.1", 6390, 0, "s3cret")
     settings = Settings()
     assert settings.api.url == "http://127.0.0.1:4999/api"
     assert settings.results.default_storage_block == "s3-bucket/results"
