@@ -60,6 +60,26 @@ def _print_progress(message: str) -> None:
     print(f"[prefect-server] {message}", file=sys.stderr, flush=True)
 
 
+@contextmanager
+def prefect_settings_from(env: Mapping[str, str]) -> Iterator[None]:
+    """`env` set in ``os.environ`` and Prefect's settings rebuilt from it while the block runs, both put back after:
+    Prefect reads its settings once, at import, so a variable set later is not seen without the rebuild."""
+    from prefect.context import refresh_global_settings_context
+
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    refresh_global_settings_context()
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        refresh_global_settings_context()
+
+
 class LocalPrefectServer:
     """A Prefect server (API, services and optionally the UI) running as a child process group.
 
@@ -173,21 +193,8 @@ class LocalPrefectServer:
         once, when it is imported; a ``PREFECT_API_URL`` set later is not seen, and ``get_client()`` quietly starts
         a temporary server of its own, on the same ``PREFECT_HOME`` database, whose changes the real server's
         trigger service learns about late or never (an automation created that way did not fire)."""
-        from prefect.context import refresh_global_settings_context
-
-        env = self.client_env()
-        saved = {name: os.environ.get(name) for name in env}
-        os.environ.update(env)
-        refresh_global_settings_context()
-        try:
+        with prefect_settings_from(self.client_env()):
             yield self
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-            refresh_global_settings_context()
 
     def _server_process_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.upper().startswith("PREFECT_")}

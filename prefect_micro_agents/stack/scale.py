@@ -24,7 +24,7 @@ from types import TracebackType
 
 import httpx
 
-from prefect_micro_agents.adapter.local_server import free_port
+from prefect_micro_agents.adapter.local_server import free_port, prefect_settings_from
 from prefect_micro_agents.stack.postgres import LocalPostgres
 from prefect_micro_agents.stack.processes import Component, ComponentStartError, log_tail
 from prefect_micro_agents.stack.redis import LocalRedis
@@ -138,21 +138,8 @@ class ScaleStack:
     def connected(self) -> Iterator[ScaleStack]:
         """Point THIS process's Prefect client at the stack while the block runs (settings rebuilt, then restored);
         see LocalPrefectServer.connected for why the settings must be rebuilt."""
-        from prefect.context import refresh_global_settings_context
-
-        env = {**self.client_env(), "PREFECT_HOME": str(self.run_dir / "client-home")}
-        saved = {name: os.environ.get(name) for name in env}
-        os.environ.update(env)
-        refresh_global_settings_context()
-        try:
+        with prefect_settings_from({**self.client_env(), "PREFECT_HOME": str(self.run_dir / "client-home")}):
             yield self
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-            refresh_global_settings_context()
 
     def components(self) -> dict[str, Component]:
         """Every started part by name, in start order."""
