@@ -33,16 +33,26 @@ class OutOfScopeError(TargetError):
 
 
 def ensure_limit(tag: str = PRODUCTION_LIMIT) -> None:
-    """Create the tag concurrency limit (limit 1) if it does not exist; an existing one is left as configured."""
+    """Create the tag concurrency limit (limit 1) if it does not exist; an existing one is left as configured.
+
+    Runs that start together race to create it: on a Postgres-backed server all but one insert fail with 409
+    ("Data integrity conflict"); that is the limit existing, not an error (SQLite serialises the writes)."""
     from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
     with get_client(sync_client=True) as client:
         try:
             client.read_concurrency_limit_by_tag(tag)
+            return
         except ObjectNotFound:
+            pass
+        try:
             client.create_concurrency_limit(tag=tag, concurrency_limit=1)
             log.info("created tag concurrency limit %r (limit 1)", tag)
+        except PrefectHTTPStatusError as err:
+            if err.response.status_code != 409:
+                raise
+            client.read_concurrency_limit_by_tag(tag)  # another run created it first; it must be there now
 
 
 def _output(result: DeployResult, ctx: ToolContext) -> dict[str, Any]:

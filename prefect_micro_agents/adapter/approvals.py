@@ -151,12 +151,25 @@ class ApprovalsClient:
     def resume(self, run_id: str, run_input: dict[str, Any]) -> None:
         """POST /flow_runs/{id}/resume, exactly what the UI sends; the server's refusal reason is raised as is."""
         response = self.request("POST", f"/flow_runs/{run_id}/resume", json={"run_input": run_input})
+        if response.status_code == 409:
+            raise ResumeRefused(self._lost_race(run_id, response))
         if response.status_code >= 400:
             raise ResumeRefused(f"server answered HTTP {response.status_code}: {response.text[:300]}")
         result = response.json()
         if result.get("status") != "ACCEPT":
             reason = (result.get("details") or {}).get("reason") or result.get("status")
             raise ResumeRefused(f"server refused: {reason}")
+
+    def _lost_race(self, run_id: str, response: httpx.Response) -> str:
+        """Why a resume got 409. Two answers to one request at once (two people, two tabs) both try to store their
+        answer under the request's key; on a Postgres-backed server the later insert hits the unique key and the
+        server answers 409 "Data integrity conflict". The other answer is the one stored; this one was not."""
+        current = self.request("GET", f"/flow_runs/{run_id}")
+        state = (current.json().get("state") or {}) if current.status_code == 200 else {}
+        where = state.get("name") or state.get("type") or "unknown"
+        return (f"another answer to this request was stored first, at the same moment; yours was not recorded "
+                f"(server: HTTP 409 {response.text[:120]}). The run is now {where}: run `show` to see what it "
+                "waits for")
 
 
 _MIN_DIGEST_PREFIX = 8

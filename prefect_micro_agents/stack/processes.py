@@ -51,17 +51,23 @@ def log_tail(path: Path, offset: int = 0, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def group_pids(pgid: int) -> list[int]:
-    """Processes whose process group is `pgid` (Linux /proc; empty elsewhere)."""
+def _live_stats() -> list[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/<pid>/stat after the command name) for every live process (Linux; empty elsewhere).
+    Fields: 0 state, 1 parent pid, 2 process group, 3 session."""
     found = []
     for entry in Path("/proc").glob("[0-9]*"):
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            found.append(int(entry.name))
+        if fields[0] != "Z":
+            found.append((int(entry.name), fields))
     return found
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Processes whose process group is `pgid` (Linux /proc; empty elsewhere)."""
+    return [pid for pid, fields in _live_stats() if int(fields[2]) == pgid]
 
 
 def rss_mib(pids: Sequence[int]) -> float:
@@ -206,6 +212,26 @@ class Component:
         while group_pids(pgid) and time.monotonic() < deadline:
             _signal_group(pgid, signal.SIGKILL)
             time.sleep(0.05)
+
+    def kill(self) -> list[int]:
+        """SIGKILL, no warning: the process group, and the process groups its direct children lead (what Prefect's
+        process worker starts a flow run in: a session of its own). A machine that dies, as far as this process is
+        concerned; processes those children started into sessions of their own (services a deploy started, on other
+        machines in reality) are left. Returns the groups killed."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return []
+        groups = [proc.pid] + [pid for pid, fields in _live_stats() if int(fields[1]) == proc.pid
+                               and int(fields[2]) == pid]
+        for pgid in groups:
+            _signal_group(pgid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(group_pids(g) for g in groups) and time.monotonic() < deadline:
+            for pgid in groups:
+                _signal_group(pgid, signal.SIGKILL)
+            time.sleep(0.05)
+        return groups
 
     def __repr__(self) -> str:
         return f"Component({self.name!r}, pid={self.pid}, {'running' if self.running else 'stopped'})"

@@ -68,11 +68,13 @@ class ScaleStack:
         api_port: int | None = None,
         worker_env: Mapping[str, str] | None = None,
         worker_query_seconds: float = 2.0,
+        worker_limit: int | None = None,
         postgres_account: str | None = None,
         python: str | None = None,
         progress: Callable[[str], None] | None = _print_progress,
     ) -> None:
-        """`worker_env` is added to every worker's environment (a model, its key, a DEPLOY_ROOT...)."""
+        """`worker_env` is added to every worker's environment (a model, its key, a DEPLOY_ROOT...); `worker_limit`
+        is each worker's `--limit` (flow runs it runs at once; default: no limit)."""
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.run_dir = Path(run_dir).resolve()
@@ -85,6 +87,9 @@ class ScaleStack:
         self.progress = progress
         self.worker_env = dict(worker_env or {})
         self.worker_query_seconds = worker_query_seconds
+        if worker_limit is not None and worker_limit < 1:
+            raise ValueError("worker_limit must be at least 1")
+        self.worker_limit = worker_limit
         self.api_port = api_port or free_port()
         self.postgres = LocalPostgres(self.run_dir / "postgres", port=free_port(), account=postgres_account,
                                       progress=progress, log_path=self.logs / "postgres.log")
@@ -280,7 +285,7 @@ class ScaleStack:
         for folder in (machine.home, machine.workdir, machine.state_dir):
             folder.mkdir(parents=True, exist_ok=True)
         argv = [self.python, "-m", "prefect", "worker", "start", "--pool", self.pool, "--type", "process",
-                "--name", machine.name]
+                "--name", machine.name, *(["--limit", str(self.worker_limit)] if self.worker_limit else [])]
         machine.component = Component(
             machine.name, argv, log_path=self.logs / f"{machine.name}.log", env=self.worker_process_env(machine),
             cwd=machine.workdir, ready=lambda: machine.name in self.registered_workers(), startup_timeout=120,
@@ -299,6 +304,22 @@ class ScaleStack:
         machine = self.worker(name)
         if machine.component is not None:
             machine.component.stop()
+
+    def new_machine(self, name: str) -> WorkerMachine:
+        """Directories for one more machine (home, working directory, state directory) beside the workers', for a
+        worker the caller starts itself with `worker_process_env(machine)`; not started, not stopped by the stack."""
+        if any(m.name == name for m in self.workers):
+            raise ValueError(f"{name!r} is one of the stack's workers")
+        machine = WorkerMachine(name, self.run_dir / "machines" / name)
+        for folder in (machine.home, machine.workdir, machine.state_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        return machine
+
+    def kill_worker(self, name: str) -> list[int]:
+        """SIGKILL one worker and the flow runs it started, at once (a machine that dies: no signal handler, no
+        state change, no goodbye to the API); see Component.kill. Returns the process groups killed."""
+        machine = self.worker(name)
+        return machine.component.kill() if machine.component is not None else []
 
     def start_worker(self, name: str) -> None:
         """Start a stopped worker again, on the same home and directories."""

@@ -28,13 +28,13 @@ import httpx
 import pytest
 
 from prefect_micro_agents.testing import ScaleStack, ScriptedModel
+from scale_support import TERMINAL, client_env, deploy_pipeline, ran_on, s3_keys, started_stack, wait_for_state
 
 pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 FLOWS = "scale_flows.py"
-TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +46,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, world: Path):  # noqa: ANN201
-    began = time.monotonic()
-    worker_env = {"AGENT_MODEL": ScriptedModel(world / "model").model, "DEPLOY_ROOT": str(world / "envs"),
-                  "AGENT_LITELLM_PROVIDERS": os.environ["AGENT_LITELLM_PROVIDERS"]}
-    with ScaleStack(tmp_path_factory.mktemp("scale"), workers=2, worker_query_seconds=1,
-                    worker_env=worker_env) as started:
-        started.timings["fixture start"] = time.monotonic() - began
-        yield started
+    yield from started_stack(tmp_path_factory.mktemp("scale"), world)
 
 
 @pytest.fixture(scope="module")
@@ -71,21 +65,6 @@ def smoke_deployment(stack: ScaleStack) -> str:
         loaded = flow.from_source(source=str(HERE), entrypoint=f"{FLOWS}:scale_smoke")
         return str(loaded.deploy(name="smoke", work_pool_name=stack.pool, print_next_steps=False,
                                    ignore_warnings=True))
-
-
-def wait_for_run(api: httpx.Client, run_id: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = api.get(f"/flow_runs/{run_id}").json()
-        if run["state"] and run["state"]["type"] in TERMINAL:
-            return run
-        time.sleep(0.5)
-    raise AssertionError(f"flow run {run_id} not finished after {timeout:.0f} s: {run['state']}")
-
-
-def s3_keys(stack: ScaleStack) -> set[str]:
-    listed = stack.s3.client().list_objects_v2(Bucket=stack.bucket)
-    return {item["Key"] for item in listed.get("Contents", [])}
 
 
 def test_postgres_answers_sql_runs_unprivileged_and_holds_prefects_tables(stack: ScaleStack) -> None:
@@ -135,7 +114,7 @@ def test_a_flow_run_submitted_to_the_pool_completes_on_a_worker_with_its_results
     began = time.monotonic()
     created = api.post(f"/deployments/{smoke_deployment}/create_flow_run", json={"parameters": {"x": 21}})
     assert created.status_code == 201, created.text
-    run = wait_for_run(api, created.json()["id"])
+    run = wait_for_state(api, created.json()["id"], TERMINAL, timeout=120)
     assert run["state"]["type"] == "COMPLETED", run["state"]
     print(f"submitted -> completed on a worker: {time.monotonic() - began:.1f} s")
     stored = run["state"]["data"]  # a persisted result is a record's address: its block and key
@@ -204,41 +183,8 @@ def pipeline(stack: ScaleStack, world: Path):  # noqa: ANN201
         targets = TargetSettings().build()
     finally:
         os.environ.pop("DEPLOY_ROOT") if saved is None else os.environ.update(DEPLOY_ROOT=saved)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(stack.client_env(), PREFECT_HOME=str(stack.run_dir / "client-home"), PWD=str(ROOT))
-    done = subprocess.run([sys.executable, "-m", "prefect", "deploy", "--prefect-file", "deployments/prefect.yaml",
-                           "--all"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    with httpx.Client(base_url=stack.api_url, timeout=30, trust_env=False) as api:
-        deployment = api.get("/deployments/name/deploy-pipeline/worker").json()
-    yield deployment["id"], targets
+    yield deploy_pipeline(stack), targets
     targets.stop_all()
-
-
-def ran_on(stack: ScaleStack, run_id: str) -> list[str]:
-    """Which workers started this flow run, once per attempt, in time order. Both workers may take a scheduled run
-    from the queue at once; Prefect lets one move it to Pending and aborts the other's submission ("Aborted submission
-    of flow run ... cannot transition to a PENDING state"), so an aborted submission is not counted."""
-    seen = []
-    for machine in stack.workers:
-        submitted: list[str] = []
-        for line in (stack.logs / f"{machine.name}.log").read_text(errors="replace").splitlines():
-            if f"submitting flow run '{run_id}'" in line:
-                submitted.append(line.split(" | ")[0])
-            elif f"Aborted submission of flow run '{run_id}'" in line and submitted:
-                submitted.pop()
-        seen += [(when, machine.name) for when in submitted]
-    return [name for _, name in sorted(seen)]
-
-
-def wait_for_state(api: httpx.Client, run_id: str, types: tuple[str, ...], timeout: float = 180) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = api.get(f"/flow_runs/{run_id}").json()
-        if run["state"] and run["state"]["type"] in types:
-            return run
-        time.sleep(0.5)
-    raise AssertionError(f"flow run {run_id} not in {types} after {timeout:.0f} s: {run['state']}")
 
 
 def test_a_pipeline_run_suspended_on_one_worker_is_resumed_by_the_other_and_repeats_nothing(
@@ -268,7 +214,7 @@ def test_a_pipeline_run_suspended_on_one_worker_is_resumed_by_the_other_and_repe
     stack.stop_worker(first[0])  # the machine that served it goes away
     try:
         microagents = [sys.executable, "-m", "prefect_micro_agents.cli"]
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}, **stack.client_env()}
+        env = client_env(stack)
         for _ in range(2):  # backend, then frontend
             approved = subprocess.run([*microagents, "approve", run_id], env=env, capture_output=True, text=True,
                                       timeout=60)
