@@ -167,7 +167,7 @@ def approve_all(approvals: ApprovalsClient, runs: list[str]) -> None:
 
 def many(tmp: Path, n: int, latency_samples: int, workers: int, limit: int) -> None:
     effects = tmp / "effects"
-    effects.mkdir()
+    effects.mkdir(parents=True)
     stack = start_stack(tmp / "stack", workers, limit)
     try:
         deployment = deploy(stack)
