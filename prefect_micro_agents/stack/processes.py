@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Account", "Component", "ComponentStartError", "group_pids", "log_tail", "rss_mib"]
+__all__ = ["Account", "Component", "ComponentStartError", "group_pids", "live_stats", "log_tail", "rss_mib"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def log_tail(path: Path, offset: int = 0, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _live_stats() -> list[tuple[int, list[str]]]:
+def live_stats() -> list[tuple[int, list[str]]]:
     """(pid, the fields of /proc/<pid>/stat after the command name) for every live process (Linux; empty elsewhere).
     Fields: 0 state, 1 parent pid, 2 process group, 3 session."""
     found = []
@@ -67,7 +67,7 @@ def _live_stats() -> list[tuple[int, list[str]]]:
 
 def group_pids(pgid: int) -> list[int]:
     """Processes whose process group is `pgid` (Linux /proc; empty elsewhere)."""
-    return [pid for pid, fields in _live_stats() if int(fields[2]) == pgid]
+    return [pid for pid, fields in live_stats() if int(fields[2]) == pgid]
 
 
 def rss_mib(pids: Sequence[int]) -> float:
@@ -221,7 +221,7 @@ class Component:
         proc, self.proc = self.proc, None
         if proc is None:
             return []
-        groups = [proc.pid] + [pid for pid, fields in _live_stats() if int(fields[1]) == proc.pid
+        groups = [proc.pid] + [pid for pid, fields in live_stats() if int(fields[1]) == proc.pid
                                and int(fields[2]) == pid]
         for pgid in groups:
             _signal_group(pgid, signal.SIGKILL)

@@ -54,6 +54,10 @@ class WorkerMachine:
         self.state_dir = root / "agent-state"
         self.component: Component | None = None
 
+    def make_dirs(self) -> None:
+        for folder in (self.home, self.workdir, self.state_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+
 
 class ScaleStack:
     def __init__(
@@ -282,8 +286,7 @@ class ScaleStack:
             return [w["name"] for w in response.json()]
 
     def _start_worker(self, machine: WorkerMachine) -> None:
-        for folder in (machine.home, machine.workdir, machine.state_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+        machine.make_dirs()
         argv = [self.python, "-m", "prefect", "worker", "start", "--pool", self.pool, "--type", "process",
                 "--name", machine.name, *(["--limit", str(self.worker_limit)] if self.worker_limit else [])]
         machine.component = Component(
@@ -311,8 +314,7 @@ class ScaleStack:
         if any(m.name == name for m in self.workers):
             raise ValueError(f"{name!r} is one of the stack's workers")
         machine = WorkerMachine(name, self.run_dir / "machines" / name)
-        for folder in (machine.home, machine.workdir, machine.state_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+        machine.make_dirs()
         return machine
 
     def kill_worker(self, name: str) -> list[int]:

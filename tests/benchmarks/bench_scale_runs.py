@@ -45,6 +45,7 @@ import executions  # noqa: E402
 from bench_gate import BACKEND, DONE  # noqa: E402
 from prefect_micro_agents.adapter.approvals import ApprovalsClient, ResumeRefused  # noqa: E402
 from prefect_micro_agents.llm import PROVIDERS_ENV  # noqa: E402
+from prefect_micro_agents.stack.processes import live_stats  # noqa: E402
 from prefect_micro_agents.testing import ScaleStack, ScriptedModel  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -74,14 +75,7 @@ def group_cpu(stack: ScaleStack, names: tuple[str, ...], **kwargs: bool) -> floa
 def flow_run_processes(stack: ScaleStack) -> int:
     """Processes the workers started that are alive now: flow runs in progress."""
     workers = {m.component.pid for m in stack.workers if m.component is not None}
-    found = 0
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        found += fields[0] != "Z" and int(fields[1]) in workers
-    return found
+    return sum(1 for _, fields in live_stats() if int(fields[1]) in workers)
 
 
 def db_size(stack: ScaleStack) -> int:
