@@ -34,8 +34,8 @@ __all__ = ["DEFINITIONS", "Use", "classify_open", "classify_process", "install",
 Use = tuple[str, str]  # (mark, what was used)
 
 DEFINITIONS = {
-    "slow": "a Prefect server (the session's, its own or an ephemeral one), a flow runner or worker, or the "
-            "embedded model (its server or its weights)",
+    "slow": "a Prefect server (the session's, its own or an ephemeral one), a flow runner or worker, a flow-run "
+            "launcher (its server or its client), or the embedded model (its server or its weights)",
     "ui": "a browser (headless Chromium through Playwright)",
 }
 _PY = r"(?:^|[\s/])python[\d.]*"  # a Python interpreter (not tests' `fake-python` stand-ins)
@@ -48,6 +48,7 @@ _PROCESSES: list[tuple[str, str, re.Pattern[str]]] = [
     ("slow", "the scale-out stack", re.compile(_PY + r" (?:-m deployments\.scale_stack\b|\S*\bscale_stack\.py\b)")),
     ("slow", "Prefect's background services", re.compile(_PY + r" -m prefect server services start\b")),
     ("slow", "the embedded model", re.compile(_PY + r" -m prefect_micro_agents\.local_model\b")),
+    ("slow", "a flow-run launcher", re.compile(_PY + r" -m prefect_micro_agents\.launcher\b")),
     ("ui", "a browser", re.compile(r"\bplaywright\b|(?<!install-)chrom", re.I)),  # not scripts/install-chromium
 ]
 

@@ -1,6 +1,9 @@
 """Prefect's distributed setup on one machine, each part a real process: Postgres, Redis, moto's S3 server, the
 database migration, an API server with `--no-services`, `prefect server services start`, a process work pool and
-N workers, each worker with its own PREFECT_HOME, working directory and AGENT_STATE_DIR as if on its own machine.
+N workers, each worker with its own PREFECT_HOME, working directory and AGENT_STATE_DIR as if on its own machine,
+and beside each worker the kit's warm launcher (prefect_micro_agents.launcher: flow-run processes forked from a
+process that imported Prefect and litellm once; the pool's `command` runs its client; `launcher=False` for Prefect's
+own `python -m prefect.engine` per run).
 
     with ScaleStack(run_dir, workers=2) as stack:
         env = {**os.environ, **stack.client_env()}     # PREFECT_API_URL, result storage, ...
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -25,6 +29,8 @@ from types import TracebackType
 import httpx
 
 from prefect_micro_agents.adapter.local_server import free_port, prefect_settings_from
+from prefect_micro_agents.launcher import SOCKET_ENV
+from prefect_micro_agents.launcher.server import MAX_SOCKET_PATH
 from prefect_micro_agents.stack.postgres import LocalPostgres
 from prefect_micro_agents.stack.processes import Component, ComponentStartError, log_tail
 from prefect_micro_agents.stack.redis import LocalRedis
@@ -43,8 +49,9 @@ def _print_progress(message: str) -> None:
 
 
 class WorkerMachine:
-    """One worker and what stands for its machine: `home` (PREFECT_HOME), `workdir` (its working directory) and
-    `state_dir` (AGENT_STATE_DIR)."""
+    """One worker and what stands for its machine: `home` (PREFECT_HOME), `workdir` (its working directory),
+    `state_dir` (AGENT_STATE_DIR), and its warm launcher's socket (`launcher_socket`; under /tmp when the machine's
+    folder would make the path too long for a Unix socket)."""
 
     def __init__(self, name: str, root: Path) -> None:
         self.name = name
@@ -52,7 +59,15 @@ class WorkerMachine:
         self.home = root / "prefect-home"
         self.workdir = root / "work"
         self.state_dir = root / "agent-state"
+        self.launcher_socket = root / "launcher.sock"
+        if len(os.fsencode(self.launcher_socket)) > MAX_SOCKET_PATH:
+            self.launcher_socket = Path(tempfile.mkdtemp(prefix="microagents-")) / f"{name}.sock"
         self.component: Component | None = None
+        self.launcher: Component | None = None
+
+    def parts(self) -> list[Component]:
+        """Its running parts, the worker first."""
+        return [part for part in (self.component, self.launcher) if part is not None]
 
     def make_dirs(self) -> None:
         for folder in (self.home, self.workdir, self.state_dir):
@@ -73,12 +88,14 @@ class ScaleStack:
         worker_env: Mapping[str, str] | None = None,
         worker_query_seconds: float = 2.0,
         worker_limit: int | None = None,
+        launcher: bool = True,
         postgres_account: str | None = None,
         python: str | None = None,
         progress: Callable[[str], None] | None = _print_progress,
     ) -> None:
         """`worker_env` is added to every worker's environment (a model, its key, a DEPLOY_ROOT...); `worker_limit`
-        is each worker's `--limit` (flow runs it runs at once; default: no limit)."""
+        is each worker's `--limit` (flow runs it runs at once; default: no limit); `launcher` puts the warm launcher
+        beside each worker and makes it the pool's `command` (False: Prefect's default command)."""
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.run_dir = Path(run_dir).resolve()
@@ -94,6 +111,7 @@ class ScaleStack:
         if worker_limit is not None and worker_limit < 1:
             raise ValueError("worker_limit must be at least 1")
         self.worker_limit = worker_limit
+        self.launcher = launcher
         self.api_port = api_port or free_port()
         self.postgres = LocalPostgres(self.run_dir / "postgres", port=free_port(), account=postgres_account,
                                       progress=progress, log_path=self.logs / "postgres.log")
@@ -140,6 +158,8 @@ class ScaleStack:
         env.update(self.client_env())
         env.update(PREFECT_HOME=str(machine.home), AGENT_STATE_DIR=str(machine.state_dir), PYTHONUNBUFFERED="1",
                    PREFECT_WORKER_QUERY_SECONDS=str(self.worker_query_seconds))
+        if self.launcher:
+            env[SOCKET_ENV] = str(machine.launcher_socket)
         env.update(self.worker_env)
         return env
 
@@ -155,6 +175,7 @@ class ScaleStack:
         found = {"postgres": self.postgres.component, "redis": self.redis.component, "s3 (moto)": self.s3.component,
                  "api": self.api, "services": self.services}
         found.update({m.name: m.component for m in self.workers})
+        found.update({f"{m.name} launcher": m.launcher for m in self.workers})
         return {name: part for name, part in found.items() if part is not None}
 
     def pgids(self) -> list[int]:
@@ -271,9 +292,18 @@ class ScaleStack:
                                 endpoint_url=self.s3.endpoint_url, access_key=self.s3.access_key,
                                 secret_key=self.s3.secret_key)
 
+    def pool_command(self) -> str | None:
+        """The pool's default `command` job variable: the launcher's client, or None for Prefect's own."""
+        return f"{self.python} -m prefect_micro_agents.launcher" if self.launcher else None
+
     def _create_pool(self) -> None:
+        from prefect.workers.process import ProcessWorker
+
+        template = ProcessWorker.get_default_base_job_template()
+        template["variables"]["properties"]["command"]["default"] = self.pool_command()
         with httpx.Client(base_url=self.api_url, timeout=30, trust_env=False) as http:
-            response = http.post("/work_pools/", json={"name": self.pool, "type": "process"})
+            response = http.post("/work_pools/", json={"name": self.pool, "type": "process",
+                                                       "base_job_template": template})
             if response.status_code not in (201, 409):  # 409: it exists (a reused database)
                 raise ComponentStartError("work pool", f"POST /work_pools/ answered {response.status_code}: "
                                                        f"{response.text[:500]}")
@@ -287,6 +317,8 @@ class ScaleStack:
 
     def _start_worker(self, machine: WorkerMachine) -> None:
         machine.make_dirs()
+        if self.launcher:
+            self._start_launcher(machine)
         argv = [self.python, "-m", "prefect", "worker", "start", "--pool", self.pool, "--type", "process",
                 "--name", machine.name, *(["--limit", str(self.worker_limit)] if self.worker_limit else [])]
         machine.component = Component(
@@ -294,6 +326,26 @@ class ScaleStack:
             cwd=machine.workdir, ready=lambda: machine.name in self.registered_workers(), startup_timeout=120,
             progress=self.progress)
         machine.component.start()
+
+    def _start_launcher(self, machine: WorkerMachine) -> None:
+        import socket
+
+        def listening() -> bool:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as probe:
+                try:
+                    probe.connect(str(machine.launcher_socket))
+                except OSError:
+                    return False
+            return True
+
+        if machine.launcher_socket.exists():
+            machine.launcher_socket.unlink()
+        argv = [self.python, "-m", "prefect_micro_agents.launcher.server", "--socket", str(machine.launcher_socket)]
+        machine.launcher = Component(
+            f"{machine.name} launcher", argv, log_path=self.logs / f"{machine.name}-launcher.log",
+            env=self.worker_process_env(machine), cwd=machine.workdir, ready=listening, startup_timeout=120,
+            progress=self.progress)
+        machine.launcher.start()
 
     def worker(self, name: str) -> WorkerMachine:
         found = next((m for m in self.workers if m.name == name), None)
@@ -305,8 +357,8 @@ class ScaleStack:
         """Stop one worker's process group (the flow runs it started included): a machine going away. Its home,
         working directory and state directory stay."""
         machine = self.worker(name)
-        if machine.component is not None:
-            machine.component.stop()
+        for part in machine.parts():
+            part.stop()
 
     def new_machine(self, name: str) -> WorkerMachine:
         """Directories for one more machine (home, working directory, state directory) beside the workers', for a
@@ -318,10 +370,10 @@ class ScaleStack:
         return machine
 
     def kill_worker(self, name: str) -> list[int]:
-        """SIGKILL one worker and the flow runs it started, at once (a machine that dies: no signal handler, no
+        """SIGKILL one worker, its launcher and the flow runs they started, at once (a machine that dies: no signal handler, no
         state change, no goodbye to the API); see Component.kill. Returns the process groups killed."""
         machine = self.worker(name)
-        return machine.component.kill() if machine.component is not None else []
+        return [group for part in machine.parts() for group in part.kill()]
 
     def start_worker(self, name: str) -> None:
         """Start a stopped worker again, on the same home and directories."""
@@ -334,7 +386,7 @@ class ScaleStack:
         """Stop everything, newest first; idempotent."""
         began = time.monotonic()
         parts: list[tuple[str, Callable[[], None]]] = [
-            *[(m.name, m.component.stop) for m in reversed(self.workers) if m.component is not None],
+            *[(part.name, part.stop) for m in reversed(self.workers) for part in m.parts()],
             *([("services", self.services.stop)] if self.services is not None else []),
             *([("api", self.api.stop)] if self.api is not None else []),
             ("s3 (moto)", self.s3.stop), ("redis", self.redis.stop), ("postgres", self.postgres.stop),
@@ -363,6 +415,9 @@ class ScaleStack:
             f"{self.result_storage}",
             f"  Work pool       {self.pool} (process): " + ", ".join(
                 f"{m.name} (home {m.root})" for m in self.workers),
+            *([f"  Launchers       each worker's flow runs forked by its warm launcher (the pool's command "
+               f"`{self.pool_command()}`): " + ", ".join(f"{m.name} {m.launcher_socket}" for m in self.workers)]
+              if self.launcher else []),
             f"  Logs            {self.logs}",
             "  Client env      " + " ".join(f"{k}={v}" for k, v in self.client_env().items()
                                             if k.startswith("PREFECT_")),

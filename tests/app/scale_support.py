@@ -82,6 +82,17 @@ def submissions(log: Path, run_id: str) -> list[tuple[str, bool]]:
     return found
 
 
+def forked_by(stack: ScaleStack, run_id: str) -> list[str]:
+    """Which workers' launchers started a process for this flow run: one name per process, sorted by name (a launcher
+    logs "flow run <id>: started process <pid>"; a client that fell back to a fresh interpreter leaves no line)."""
+    found = []
+    for machine in stack.workers:
+        log = stack.logs / f"{machine.name}-launcher.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        found += [machine.name] * text.count(f"flow run {run_id}: started process")
+    return sorted(found)
+
+
 def ran_on(stack: ScaleStack, run_id: str, names: tuple[str, ...] = ()) -> list[str]:
     """Which workers started this flow run, once per attempt, in time order; an aborted submission is not counted.
     `names`: the logs to read (default: the stack's workers)."""

@@ -28,7 +28,9 @@ import httpx
 import pytest
 
 from prefect_micro_agents.testing import ScaleStack, ScriptedModel
-from scale_support import TERMINAL, client_env, deploy_pipeline, ran_on, s3_keys, started_stack, wait_for_state
+from scale_support import (
+    TERMINAL, client_env, deploy_pipeline, forked_by, ran_on, s3_keys, started_stack, wait_for_state,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -126,6 +128,7 @@ def test_a_flow_run_submitted_to_the_pool_completes_on_a_worker_with_its_results
     body = stack.s3.client().get_object(Bucket=stack.bucket, Key=f"results/{stored['storage_key']}")["Body"].read()
     assert pickle.loads(base64.b64decode(body)) == 42  # Prefect's default serializer: pickle, base64-encoded
     assert len(ran_on(stack, run["id"])) == 1
+    assert forked_by(stack, run["id"]) == ran_on(stack, run["id"])  # by that worker's launcher, no fallback
 
 
 def test_an_event_reaches_an_automation_through_redis_and_its_action_runs_on_a_worker(
@@ -225,6 +228,7 @@ def test_a_pipeline_run_suspended_on_one_worker_is_resumed_by_the_other_and_repe
     finally:
         stack.start_worker(first[0])
     assert ran_on(stack, run_id) == [first[0], other, other]
+    assert forked_by(stack, run_id) == sorted(ran_on(stack, run_id))  # every process by its worker's launcher
     assert len(model.requests()) == 3  # no model call repeated on resume
     history = json.loads((world / "envs" / "environments" / "state.json").read_text())["history"]
     assert [(h["env"], h["service"], h["status"]) for h in history if h["action"] == "deploy"] == [
@@ -242,7 +246,8 @@ def test_stopping_the_stack_leaves_no_process_behind(stack: ScaleStack) -> None:
     memory = stack.rss_mib()
     print("idle RSS MiB: " + ", ".join(f"{name} {mib:.0f}" for name, mib in memory.items()))
     print("start timings s: " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in stack.timings.items()))
-    assert set(memory) == {"postgres", "redis", "s3 (moto)", "api", "services", "worker-a", "worker-b"}
+    assert set(memory) == {"postgres", "redis", "s3 (moto)", "api", "services", "worker-a", "worker-b",
+                           "worker-a launcher", "worker-b launcher"}
     groups = stack.pgids()
     places = (str(stack.run_dir), str(stack.postgres.data_dir))  # the cluster may live outside the run dir
     began = time.monotonic()

@@ -73,9 +73,18 @@ def group_cpu(stack: ScaleStack, names: tuple[str, ...], **kwargs: bool) -> floa
 
 
 def flow_run_processes(stack: ScaleStack) -> int:
-    """Processes the workers started that are alive now: flow runs in progress."""
-    workers = {m.component.pid for m in stack.workers if m.component is not None}
-    return sum(1 for _, fields in live_stats() if int(fields[1]) in workers)
+    """Processes the workers or their launchers started that are alive now: flow runs in progress (with the launcher
+    a run is two processes, the worker's client and the launcher's child; counted once, by the child)."""
+    parents = {part.pid for m in stack.workers for part in ([m.launcher] if m.launcher else [m.component])
+               if part is not None}
+    return sum(1 for _, fields in live_stats() if int(fields[1]) in parents)
+
+
+def flow_run_cpu(stack: ScaleStack) -> float:
+    """CPU-seconds of every flow-run process that has exited: the workers' reaped children (the engine, or the
+    launcher's client) and, with the launcher, the launcher itself (accepting, forking) and its reaped children."""
+    total = group_cpu(stack, tuple(m.name for m in stack.workers), own=False)
+    return total + group_cpu(stack, tuple(f"{m.name} launcher" for m in stack.workers))
 
 
 def db_size(stack: ScaleStack) -> int:
@@ -93,33 +102,42 @@ def db_size(stack: ScaleStack) -> int:
     return asyncio.run(ask())
 
 
-def deploy(stack: ScaleStack) -> str:
+MODES = {
+    "launcher": "the kit's warm launcher (the stack's default): each run forked from a process that imported once",
+    "engine": "Prefect's process worker with `command: python -m prefect.engine` (one fresh interpreter per run)",
+    "default": "Prefect's process worker as installed (a workspace supervisor that then execs python -m "
+               "prefect.engine)",
+}
+
+
+def deploy(stack: ScaleStack, mode: str) -> str:
     with stack.connected():
         from prefect import flow
 
         loaded = flow.from_source(source=str(HERE), entrypoint="bench_flows.py:gate_flow")
+        variables = {"command": f"{sys.executable} -m prefect.engine"} if mode == "engine" else {}
         return str(loaded.deploy(name="bench", work_pool_name=stack.pool, print_next_steps=False,
-                                 ignore_warnings=True))
+                                 ignore_warnings=True, job_variables=variables))
 
 
-def start_stack(run_dir: Path, workers: int, limit: int) -> ScaleStack:
+def start_stack(run_dir: Path, workers: int, limit: int, mode: str) -> ScaleStack:
     env = {PROVIDERS_ENV: "prefect_micro_agents.testing:register", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     stack = ScaleStack(run_dir, workers=workers, worker_query_seconds=1, worker_limit=limit, worker_env=env,
-                       progress=None)
+                       launcher=mode == "launcher", progress=None)
     stack.start()
     return stack
 
 
 @contextmanager
-def bench_stack(where: Path, workers: int, limit: int) -> Iterator[tuple[ScaleStack, str, httpx.Client,
+def bench_stack(where: Path, workers: int, limit: int, mode: str) -> Iterator[tuple[ScaleStack, str, httpx.Client,
                                                                          ApprovalsClient, Path]]:
     """A stack in `where` with the benchmark flow deployed: (stack, deployment id, API client, approvals client,
     the effects directory the flow stamps); stopped afterwards."""
     effects = where / "effects"
     effects.mkdir(parents=True)
-    stack = start_stack(where / "stack", workers, limit)
+    stack = start_stack(where / "stack", workers, limit, mode)
     try:
-        deployment = deploy(stack)
+        deployment = deploy(stack, mode)
         with httpx.Client(base_url=stack.api_url, timeout=60, trust_env=False) as http, \
                 ApprovalsClient(stack.api_url) as approvals:
             yield stack, deployment, http, approvals, effects
@@ -189,10 +207,10 @@ def approve_all(approvals: ApprovalsClient, runs: list[str]) -> list[str]:
         return [run for run in pool.map(one, runs) if run is not None]
 
 
-def many(tmp: Path, n: int, latency_samples: int, workers: int, limit: int) -> None:
-    with bench_stack(tmp, workers, limit) as (stack, deployment, http, approvals, effects):
+def many(tmp: Path, n: int, latency_samples: int, workers: int, limit: int, mode: str) -> None:
+    with bench_stack(tmp, workers, limit, mode) as (stack, deployment, http, approvals, effects):
         size0 = db_size(stack)
-        runs_cpu0 = group_cpu(stack, tuple(m.name for m in stack.workers), own=False)
+        runs_cpu0 = flow_run_cpu(stack)
         server_cpu0 = group_cpu(stack, SERVER_PARTS)
         t0 = time.monotonic()
         runs = create_runs(http, deployment, tmp, effects, n, "many")
@@ -204,14 +222,14 @@ def many(tmp: Path, n: int, latency_samples: int, workers: int, limit: int) -> N
         while flow_run_processes(stack) and time.monotonic() < deadline:
             time.sleep(0.5)
         left = flow_run_processes(stack)
-        runs_cpu = group_cpu(stack, tuple(m.name for m in stack.workers), own=False) - runs_cpu0
+        runs_cpu = flow_run_cpu(stack) - runs_cpu0
         server_cpu = group_cpu(stack, SERVER_PARTS) - server_cpu0
         grown = db_size(stack) - size0
         print(f"[many] {n} runs created in {created:.1f} s; all suspended {suspended:.1f} s after the first "
               f"({n / suspended * 60:.0f} runs/min with {workers} workers, --limit {limit} each); flow-run "
               f"processes alive at the last suspension {at_last}, {left} a minute later (none per waiting run)")
         print(f"[many] CPU per run, start to suspension: {runs_cpu / n:.2f} CPU-s (flow-run processes, reaped by "
-              f"the workers); server (API, services, Postgres, Redis): {server_cpu / n:.3f} CPU-s per run; "
+              f"the workers{' and launchers, launchers included' if mode == 'launcher' else ''}); server (API, services, Postgres, Redis): {server_cpu / n:.3f} CPU-s per run; "
               f"database growth {grown / n / 1024:.1f} KiB per waiting run ({grown / 2**20:.1f} MiB for {n})",
               flush=True)
         samples = runs[:latency_samples]
@@ -259,11 +277,11 @@ def cpu_breakdown() -> None:
         f"{name} {seconds:.2f}" for name, seconds in found.items()), flush=True)
 
 
-def throughput(tmp: Path, counts: list[int], m: int, limit: int) -> None:
+def throughput(tmp: Path, counts: list[int], m: int, limit: int, mode: str) -> None:
     for workers in counts:
         where = tmp / f"throughput-{workers}"
-        with bench_stack(where, workers, limit) as (stack, deployment, http, approvals, effects):
-            cpu0 = group_cpu(stack, tuple(x.name for x in stack.workers), own=False)
+        with bench_stack(where, workers, limit, mode) as (stack, deployment, http, approvals, effects):
+            cpu0 = flow_run_cpu(stack)
             t0 = time.monotonic()
             runs = create_runs(http, deployment, where, effects, m, "tp")
             approved: set[str] = set()
@@ -273,7 +291,7 @@ def throughput(tmp: Path, counts: list[int], m: int, limit: int) -> None:
                 time.sleep(0.5)
             wait_all(http, runs, "COMPLETED", timeout=3600)
             took = time.monotonic() - t0
-            cpu = group_cpu(stack, tuple(x.name for x in stack.workers), own=False) - cpu0
+            cpu = flow_run_cpu(stack) - cpu0
             counts_ = executions.count(effects / executions.LOG_NAME, runs)
             print(f"[throughput] {workers} worker(s), --limit {limit} each: {m} runs created -> suspended -> "
                   f"approved -> completed in {took:.1f} s = {m / took * 60:.1f} runs/min; flow-run CPU "
@@ -290,19 +308,22 @@ def main() -> None:
     parser.add_argument("--throughput", default="1,2,4", help="worker counts to measure throughput with")
     parser.add_argument("--throughput-runs", type=int, default=40)
     parser.add_argument("--skip", default="", help="comma-separated: cpu,many,throughput")
+    parser.add_argument("--mode", default="launcher", choices=sorted(MODES),
+                        help="how workers start flow-run processes: " + "; ".join(f"{k}: {v}" for k, v in MODES.items()))
     args = parser.parse_args()
     skip = set(args.skip.split(","))
     if args.latency >= args.runs:
         parser.error("--latency must be smaller than --runs")
-    print(f"[machine] {os.cpu_count()} cores; load average now {os.getloadavg()[0]:.1f}", flush=True)
+    print(f"[machine] {os.cpu_count()} cores; load average now {os.getloadavg()[0]:.1f}; mode {args.mode}: "
+          f"{MODES[args.mode]}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-scale-runs-") as name:
         tmp = Path(name)
         if "cpu" not in skip:
             cpu_breakdown()
         if "many" not in skip:
-            many(tmp / "many", args.runs, args.latency, args.workers, args.limit)
+            many(tmp / "many", args.runs, args.latency, args.workers, args.limit, args.mode)
         if "throughput" not in skip:
-            throughput(tmp, [int(c) for c in args.throughput.split(",")], args.throughput_runs, args.limit)
+            throughput(tmp, [int(c) for c in args.throughput.split(",")], args.throughput_runs, args.limit, args.mode)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,3 @@
+from prefect_micro_agents.launcher.client import main
+
+main()
