@@ -2,7 +2,10 @@
 API server without services, the services process, a process pool and its workers), with the scripted model.
 
 The flow is bench_flows.py's `bench-gate` (one agent step, one approval, then done), deployed to the stack's pool from
-this folder. Every flow run is a process a worker starts (`python -m prefect.engine`); it exits when the run suspends.
+this folder. Every flow run is a process a worker starts; it exits when the run suspends. `--mode` says how the worker
+starts it: `launcher` (the stack's default: forked by the kit's warm launcher beside the worker), `engine` (Prefect's
+`command: python -m prefect.engine`, a fresh interpreter per run: the fairest baseline) or `default` (Prefect's own
+default command, a workspace supervisor that execs the engine).
 
 1. many (`--runs`, default 1000): N runs created at once, each suspended at its approval with no process held while
    it waits. Printed: time to create them and until all are suspended; flow-run processes left; CPU-seconds per run
@@ -16,7 +19,7 @@ this folder. Every flow run is a process a worker starts (`python -m prefect.eng
    each approved as soon as it suspends; runs per minute from creation to all completed.
 
 Run: .venv/bin/python tests/benchmarks/bench_scale_runs.py [--runs 1000] [--latency 20] [--workers 2] [--limit 4]
-     [--throughput 1,2,4] [--throughput-runs 40] [--skip cpu,many,throughput]
+     [--throughput 1,2,4] [--throughput-runs 40] [--skip cpu,many,throughput] [--mode launcher|engine|default]
 """
 
 from __future__ import annotations
@@ -282,6 +285,7 @@ def throughput(tmp: Path, counts: list[int], m: int, limit: int, mode: str) -> N
         where = tmp / f"throughput-{workers}"
         with bench_stack(where, workers, limit, mode) as (stack, deployment, http, approvals, effects):
             cpu0 = flow_run_cpu(stack)
+            server0 = group_cpu(stack, SERVER_PARTS)
             t0 = time.monotonic()
             runs = create_runs(http, deployment, where, effects, m, "tp")
             approved: set[str] = set()
@@ -292,11 +296,12 @@ def throughput(tmp: Path, counts: list[int], m: int, limit: int, mode: str) -> N
             wait_all(http, runs, "COMPLETED", timeout=3600)
             took = time.monotonic() - t0
             cpu = flow_run_cpu(stack) - cpu0
+            server = group_cpu(stack, SERVER_PARTS) - server0
             counts_ = executions.count(effects / executions.LOG_NAME, runs)
             print(f"[throughput] {workers} worker(s), --limit {limit} each: {m} runs created -> suspended -> "
                   f"approved -> completed in {took:.1f} s = {m / took * 60:.1f} runs/min; flow-run CPU "
-                  f"{cpu / m:.2f} CPU-s per run (two processes: to the suspension, and from the resume); "
-                  f"{counts_.summary()}", flush=True)
+                  f"{cpu / m:.2f} CPU-s per run (two processes: to the suspension, and from the resume); server "
+                  f"(API, services, Postgres, Redis) {server / m:.2f} CPU-s per run; {counts_.summary()}", flush=True)
 
 
 def main() -> None:
