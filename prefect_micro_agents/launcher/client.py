@@ -41,6 +41,13 @@ def _connect(path: str) -> socket.socket:
 
 
 def run(args: list[str]) -> int:
+    try:
+        # A session of its own, as Prefect's default command gets (isolate_process_group): a signal to the worker's
+        # whole group (Ctrl-C in its terminal, a service manager stopping it) does not reach the flow run; the
+        # worker's own signals to this pid still do.
+        os.setsid()
+    except OSError:
+        pass  # already a session leader
     path = os.environ.get(SOCKET_ENV, "")
     if not path:
         _plain_engine(args, f"{SOCKET_ENV} is not set")

@@ -15,8 +15,9 @@ Before each fork it checks that no file it imported changed on disk (an upgrade 
 if one did, it refuses, and the client runs that flow run with a fresh interpreter instead, until the launcher is
 restarted (about 10 ms per start for ~3,900 files). The server reaps each child and sends the client its exit code or signal, relays the client's signals to the child,
 and SIGKILLs a child whose client went away (the worker killed it: the run must not go on unwatched).
-SIGTERM or SIGINT stops the server: it stops accepting, sends SIGTERM to its children, waits up to --grace seconds
-for them, then exits (children still alive die with it).
+SIGTERM or SIGINT stops the server gracefully: it stops accepting and lets running flow runs end on their own for up
+to --grace seconds (a run that just suspended is finishing; stopping a worker does not stop its runs either), then
+sends them SIGTERM, and SIGKILL 10 s later.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class Child:
 @dataclass
 class Server:
     path: Path
-    grace: float = 30.0
+    grace: float = 300.0
     children: dict[int, Child] = field(default_factory=dict)  # by pid
     by_conn: dict[int, Child] = field(default_factory=dict)  # by the client connection's fd
     stopping: bool = False
@@ -113,14 +114,20 @@ class Server:
                     if listener.fileno() >= 0:
                         selector.unregister(listener)
                         listener.close()
-                        for child in self.children.values():
-                            self._signal(child, signal.SIGTERM)
-                        deadline = time.monotonic() + self.grace
+                        deadline, terminated = time.monotonic() + self.grace, False
+                        if self.children:
+                            _say(f"stopping: waiting up to {self.grace:.0f} s for {len(self.children)} flow-run "
+                                 f"process(es)")
                     if not self.children:
                         break
-                    if time.monotonic() > deadline:
+                    if time.monotonic() > deadline and not terminated:
                         _say(f"{len(self.children)} flow-run process(es) still running after {self.grace:.0f} s; "
-                             f"killing them")
+                             f"sending SIGTERM")
+                        for child in self.children.values():
+                            self._signal(child, signal.SIGTERM)
+                        deadline, terminated = time.monotonic() + 10, True
+                    elif time.monotonic() > deadline:
+                        _say(f"killing {len(self.children)} flow-run process(es)")
                         for child in list(self.children.values()):
                             self._signal(child, signal.SIGKILL)
                         self._reap(block=True)
@@ -365,8 +372,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-default-preload", action="store_true",
                         help=f"import only --preload modules (default also: {', '.join(DEFAULT_PRELOAD)}, and "
                              f"{', '.join(OPTIONAL_PRELOAD)} when installed)")
-    parser.add_argument("--grace", type=float, default=30.0,
-                        help="seconds running flow-run processes get after SIGTERM when the server stops")
+    parser.add_argument("--grace", type=float, default=300.0,
+                        help="when the server is stopped: seconds running flow runs get to end on their own before "
+                             "they are sent SIGTERM (default: %(default)s)")
     args = parser.parse_args(argv)
     if not sys.platform.startswith("linux"):
         parser.error("the launcher needs Linux (SCM_RIGHTS, PR_SET_PDEATHSIG)")

@@ -16,7 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Account", "Component", "ComponentStartError", "group_pids", "live_stats", "log_tail", "rss_mib"]
+__all__ = ["Account", "Component", "ComponentStartError", "group_pids", "kill_all", "live_stats", "log_tail",
+           "rss_mib"]
 
 logger = logging.getLogger(__name__)
 
@@ -218,23 +219,37 @@ class Component:
         process worker starts a flow run in: a session of its own). A machine that dies, as far as this process is
         concerned; processes those children started into sessions of their own (services a deploy started, on other
         machines in reality) are left. Returns the groups killed."""
-        proc, self.proc = self.proc, None
-        if proc is None:
+        return kill_all([self])
+
+    def kill_targets(self) -> list[int]:
+        """The process groups `kill` takes: its own, and those its direct children lead (empty when not running)."""
+        if self.proc is None:
             return []
-        groups = [proc.pid] + [pid for pid, fields in live_stats() if int(fields[1]) == proc.pid
-                               and int(fields[2]) == pid]
-        for pgid in groups:
-            _signal_group(pgid, signal.SIGKILL)
-        proc.wait(timeout=10)
-        deadline = time.monotonic() + 10
-        while any(group_pids(g) for g in groups) and time.monotonic() < deadline:
-            for pgid in groups:
-                _signal_group(pgid, signal.SIGKILL)
-            time.sleep(0.05)
-        return groups
+        pid = self.proc.pid
+        return [pid] + [child for child, fields in live_stats() if int(fields[1]) == pid and int(fields[2]) == child]
 
     def __repr__(self) -> str:
         return f"Component({self.name!r}, pid={self.pid}, {'running' if self.running else 'stopped'})"
+
+
+def kill_all(components: Sequence[Component]) -> list[int]:
+    """Component.kill for several at once: every group is found first, then all are SIGKILLed together, so none of
+    them sees another die first (a launcher whose client died would kill its child itself, a worker whose flow run
+    died would report it). Returns the groups killed."""
+    groups = [g for part in components for g in part.kill_targets()]
+    procs = [part.proc for part in components if part.proc is not None]
+    for part in components:
+        part.proc = None
+    for pgid in groups:
+        _signal_group(pgid, signal.SIGKILL)
+    for proc in procs:
+        proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while any(group_pids(g) for g in groups) and time.monotonic() < deadline:
+        for pgid in groups:
+            _signal_group(pgid, signal.SIGKILL)
+        time.sleep(0.05)
+    return groups
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -32,7 +32,7 @@ from prefect_micro_agents.adapter.local_server import free_port, prefect_setting
 from prefect_micro_agents.launcher import SOCKET_ENV
 from prefect_micro_agents.launcher.server import MAX_SOCKET_PATH
 from prefect_micro_agents.stack.postgres import LocalPostgres
-from prefect_micro_agents.stack.processes import Component, ComponentStartError, log_tail
+from prefect_micro_agents.stack.processes import Component, ComponentStartError, kill_all, log_tail
 from prefect_micro_agents.stack.redis import LocalRedis
 from prefect_micro_agents.stack.s3 import LocalS3, save_result_storage
 from prefect_micro_agents.stack.settings import RedisAddress, client_settings, server_settings
@@ -340,7 +340,10 @@ class ScaleStack:
 
         if machine.launcher_socket.exists():
             machine.launcher_socket.unlink()
-        argv = [self.python, "-m", "prefect_micro_agents.launcher.server", "--socket", str(machine.launcher_socket)]
+        # --grace 15: a stopped machine's runs get to finish what they do (a run that just suspended), within the
+        # 20 s its parts get before SIGKILL.
+        argv = [self.python, "-m", "prefect_micro_agents.launcher.server", "--socket", str(machine.launcher_socket),
+                "--grace", "15"]
         machine.launcher = Component(
             f"{machine.name} launcher", argv, log_path=self.logs / f"{machine.name}-launcher.log",
             env=self.worker_process_env(machine), cwd=machine.workdir, ready=listening, startup_timeout=120,
@@ -373,7 +376,7 @@ class ScaleStack:
         """SIGKILL one worker, its launcher and the flow runs they started, at once (a machine that dies: no signal handler, no
         state change, no goodbye to the API); see Component.kill. Returns the process groups killed."""
         machine = self.worker(name)
-        return [group for part in machine.parts() for group in part.kill()]
+        return kill_all(machine.parts())
 
     def start_worker(self, name: str) -> None:
         """Start a stopped worker again, on the same home and directories."""

@@ -260,3 +260,26 @@ def test_after_an_upgrade_on_disk_the_server_refuses_and_the_run_starts_without_
         assert "restart the launcher" in server.log.read_text()
     finally:
         server.stop()
+
+
+def test_a_signal_to_the_workers_whole_group_does_not_reach_the_flow_run(launcher: Server, tmp_path: Path) -> None:
+    """Prefect's process worker starts its `command` in the worker's own process group; the client leaves it (as
+    Prefect's default command does), so Ctrl-C in the worker's terminal or a group-wide stop does not end the run."""
+    out = tmp_path / "sleeper.pid"
+    run = new_run(launcher_flows.sleeper, out)
+    env = {**os.environ, SOCKET_ENV: str(launcher.path), "PREFECT__FLOW_RUN_ID": run,
+           "PREFECT__FLOW_ENTRYPOINT": "kit/launcher_flows.py:sleeper"}
+    worker = subprocess.Popen(["sh", "-c", f"{sys.executable} -m prefect_micro_agents.launcher; sleep 300"],
+                              cwd=KIT.parent, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)  # the shell stands for the worker
+    try:
+        deadline = time.monotonic() + 90
+        while not (out.exists() and out.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        child = int(out.read_text())
+        os.killpg(worker.pid, signal.SIGINT)  # Ctrl-C in the worker's terminal
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)
+        assert not gone(child, timeout=3), "a signal to the worker's group ended the flow run"
+    finally:
+        os.kill(child, signal.SIGKILL)
