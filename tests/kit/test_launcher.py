@@ -105,7 +105,14 @@ def gone(pid: int, timeout: float = 30) -> bool:
     return False
 
 
-def sleeping_child(run_out: Path, client: subprocess.Popen[str], timeout: float = 90) -> int:
+def engine_for_a_bad_run_id(socket_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """The client with a flow run id the engine rejects (exit code 1 and a logged error): no flow run needed."""
+    return subprocess.run([sys.executable, "-m", "prefect_micro_agents.launcher", "not-a-flow-run-id"],
+                          env={**os.environ, SOCKET_ENV: str(socket_path), **env}, capture_output=True, text=True,
+                          timeout=120)
+
+
+def sleeping_child(run_out: Path, client: subprocess.Popen[Any], timeout: float = 90) -> int:
     deadline = time.monotonic() + timeout
     while not (run_out.exists() and run_out.read_text()):
         if client.poll() is not None or time.monotonic() > deadline:
@@ -136,16 +143,11 @@ def test_the_run_is_forked_by_the_server_and_sees_the_clients_folder_environment
 
 
 def test_the_engines_exit_code_and_logging_level_are_the_clients(launcher: Server) -> None:
-    def engine(**env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "prefect_micro_agents.launcher", "not-a-flow-run-id"],
-                              env={**os.environ, SOCKET_ENV: str(launcher.path), **env}, capture_output=True,
-                              text=True, timeout=120)
-
-    loud = engine()
+    loud = engine_for_a_bad_run_id(launcher.path)
     assert loud.returncode == 1
     assert "Invalid flow run id" in loud.stderr and "not-a-flow-run-id" in loud.stderr
     assert "running python -m prefect.engine directly" not in loud.stderr  # the server ran it
-    quiet = engine(PREFECT_LOGGING_LEVEL="CRITICAL")  # logging is set up again from the client's settings
+    quiet = engine_for_a_bad_run_id(launcher.path, PREFECT_LOGGING_LEVEL="CRITICAL")  # logging is set up again from the client's settings
     assert quiet.returncode == 1
     assert "Invalid flow run id" not in quiet.stderr
 
@@ -245,15 +247,10 @@ def test_after_an_upgrade_on_disk_the_server_refuses_and_the_run_starts_without_
     server = Server(tmp_path / "l.sock", tmp_path / "launcher.log", "--no-default-preload", "--preload",
                     "prefect", "--preload", "upgraded_module", env=env).wait_ready()
     try:
-        def engine() -> subprocess.CompletedProcess[str]:
-            return subprocess.run([sys.executable, "-m", "prefect_micro_agents.launcher", "not-a-flow-run-id"],
-                                  env={**os.environ, SOCKET_ENV: str(server.path)}, capture_output=True, text=True,
-                                  timeout=120)
-
-        assert "directly" not in engine().stderr  # forked
+        assert "directly" not in engine_for_a_bad_run_id(server.path).stderr  # forked
         module.write_text("VERSION = 2\n")  # pip install --upgrade, as the launcher sees it
         os.utime(module, ns=(time.time_ns(), time.time_ns() + 10**9))
-        after = engine()
+        after = engine_for_a_bad_run_id(server.path)
         assert after.returncode == 1 and "Invalid flow run id" in after.stderr  # the engine still ran, itself
         assert "changed on disk since it started" in after.stderr and "upgraded_module.py" in after.stderr
         assert "running python -m prefect.engine directly" in after.stderr
@@ -273,10 +270,7 @@ def test_a_signal_to_the_workers_whole_group_does_not_reach_the_flow_run(launche
                               cwd=KIT.parent, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)  # the shell stands for the worker
     try:
-        deadline = time.monotonic() + 90
-        while not (out.exists() and out.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        child = int(out.read_text())
+        child = sleeping_child(out, worker)
         os.killpg(worker.pid, signal.SIGINT)  # Ctrl-C in the worker's terminal
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=30)
