@@ -11,7 +11,7 @@ from prefect_micro_agents.binding import Binding, ToolContext
 from prefect_micro_agents.reducer import Execute, apply
 from prefect_micro_agents.secrets import redact_data, secret_values
 from prefect_micro_agents.thread import ErrorEvent, Event, ReceiptEvent, ResultEvent, Thread
-from prefect_micro_agents.tools import Tool
+from prefect_micro_agents.tools import Agent, Tool
 
 __all__ = ["idempotency_key", "receipt", "record", "redact_event", "redact_thread", "run_tool_call"]
 
@@ -33,6 +33,7 @@ def receipt(action: Execute, key: str) -> ReceiptEvent | None:
         args_digest=action.proposal.args_digest,
         approver=action.approval.approver,
         approved_at=action.approval.at,
+        approvers=tuple(d.approver for d in action.approvals) if len(action.approvals) > 1 else (),
         idempotency_key=key,
     )
 
@@ -62,8 +63,10 @@ def redact_thread(thread: Thread, secrets: list[tuple[str, str]] | None = None) 
     return Thread(id=thread.id, events=tuple(redact_event(e, secrets) for e in thread.events))
 
 
-def record(thread: Thread, event: Event, secrets: list[tuple[str, str]] | None = None) -> Thread:
-    """Redact secrets, then apply: nothing secret is ever part of the thread."""
-    return apply(thread, redact_event(event, secrets))
+def record(thread: Thread, event: Event, secrets: list[tuple[str, str]] | None = None,
+           agent: Agent | None = None) -> Thread:
+    """Redact secrets, then apply (judging rejections by `agent`'s approval policies): nothing secret is ever part
+    of the thread."""
+    return apply(thread, redact_event(event, secrets), agent)
 
 

@@ -97,7 +97,7 @@ def drive(agent: Agent, thread: Thread, tools: Iterable[Binding[Any]], effects: 
 
     def add(event: Event, cause: Action) -> None:
         nonlocal thread
-        thread = record(thread, event)
+        thread = record(thread, event, agent=agent)
         effects.recorded(thread, cause)
 
     effects.recorded(thread, None)

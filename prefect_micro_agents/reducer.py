@@ -1,7 +1,9 @@
 """The reducer: pure functions from thread to next action (factors 8, 12). No I/O, no clock, no Prefect.
 
-Policies are enforced here, in code: an `approve` tool reaches `Execute` only with an approval whose digest
-matches the proposal as it stands; nothing the model writes can change that.
+Policies are enforced here, in code: an `approve` tool reaches `Execute` only with approvals whose digest matches
+the proposal as it stands, from as many distinct allowed people as its approval policy's quorum, none of them
+excluded in this run (prefect_micro_agents.approval_policy); a rejection settles a proposal only when it would have
+counted as an approval. Nothing the model writes can change that.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ class AwaitAnswer:
 @dataclass(frozen=True)
 class Execute:
     proposal: ProposalEvent
-    approval: DecisionEvent | None  # None only for `auto` tools
+    approval: DecisionEvent | None  # None only for `auto` tools; else the first counted approval
+    approvals: tuple[DecisionEvent, ...] = ()  # every counted approval (the quorum), in order
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ def next_action(agent: Agent, thread: Thread) -> Action:
         last = events[-1]
         assert isinstance(last, ErrorEvent)
         return Escalate(EscalationEvent(reason=f"{errors} consecutive errors; last: {last.kind}: {last.message}"))
-    pending = _pending_proposal(thread)
+    pending = _pending_proposal(thread, agent)
     if pending is None:
         steps = model_steps(thread)
         if steps >= agent.max_steps:
@@ -118,8 +121,12 @@ def next_action(agent: Agent, thread: Thread) -> Action:
         case "human":
             return AwaitAnswer(pending)
         case "approve":
-            approval = valid_approval(thread, pending)
-            return Execute(pending, approval) if approval else AwaitApproval(pending)
+            count = agent.tally(thread, pending)
+            if count.unknown_roles:
+                return Escalate(EscalationEvent(reason=f"{pending.intent} {count.status()}"))
+            if count.met:
+                return Execute(pending, count.approved_by[0], count.approved_by)
+            return AwaitApproval(pending)
     raise ThreadError(f"tool {pending.intent!r} has unknown policy {tool.policy!r}")
 
 
@@ -132,13 +139,19 @@ def _trailing_errors(thread: Thread) -> int:
     return count
 
 
-def _pending_proposal(thread: Thread) -> ProposalEvent | None:
-    """The latest proposal if nothing has settled it yet (result, answer, error, or a rejection of it)."""
+def _pending_proposal(thread: Thread, agent: Agent | None = None) -> ProposalEvent | None:
+    """The latest proposal if nothing has settled it yet (result, answer, error, or a rejection of it). With `agent`,
+    a rejection settles it only if its approval policy counts it (an allowed, not excluded approver)."""
     rejected: set[tuple[str, str]] = set()
     for event in reversed(thread.events):
         if isinstance(event, ProposalEvent):
             # A rejection whose digest does not match this proposal is void, like a stale approval.
-            return None if (event.id, event.digest) in rejected else event
+            if (event.id, event.digest) not in rejected:
+                return event
+            tool = agent.tool(event.intent) if agent is not None else None
+            if agent is not None and tool is not None and tool.policy == "approve":
+                return None if agent.tally(thread, event).rejected_by is not None else event
+            return None
         if isinstance(event, ResultEvent | AnswerEvent | ErrorEvent):
             return None
         if isinstance(event, DecisionEvent) and event.decision == "rejected":
@@ -164,16 +177,17 @@ def void_decisions(thread: Thread) -> frozenset[int]:
                      if isinstance(e, DecisionEvent) and digests.get(e.proposal_id) != e.proposal_digest)
 
 
-def apply(thread: Thread, event: Event) -> Thread:
-    """Append one event after checking it fits; a misfit is a caller bug and raises ThreadError."""
+def apply(thread: Thread, event: Event, agent: Agent | None = None) -> Thread:
+    """Append one event after checking it fits; a misfit is a caller bug and raises ThreadError. `agent`: judge
+    rejections by its approval policies, as next_action does (a rejection that does not count settles nothing)."""
     if thread.events and thread.events[-1].type in ("done", "escalation"):
         raise ThreadError(f"thread {thread.id} has ended ({thread.events[-1].type}); cannot add {event.type}")
     proposal_id = getattr(event, "proposal_id", None)
     if proposal_id is not None and event.type != "done":
-        pending = _pending_proposal(thread)
+        pending = _pending_proposal(thread, agent)
         if pending is None or pending.id != proposal_id:
             raise ThreadError(f"{event.type} for proposal {proposal_id!r}, but the pending proposal is "
                               f"{pending.id if pending else None!r}")
-    if isinstance(event, ProposalEvent) and _pending_proposal(thread) is not None:
+    if isinstance(event, ProposalEvent) and _pending_proposal(thread, agent) is not None:
         raise ThreadError(f"proposal {event.id} while another proposal is still pending")
     return thread.append(event)

@@ -123,6 +123,7 @@ class ReceiptEvent(_Event):
     approver: str
     approved_at: AwareDatetime
     idempotency_key: str
+    approvers: tuple[str, ...] = ()  # with a quorum above one: every counted approver, `approver` first
 
 
 class ResultEvent(_Event):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from prefect_micro_agents.approval_policy import ApprovalPolicy, Approvers, Tally, tally
 from prefect_micro_agents.commits import is_sha, same_commit
 from prefect_micro_agents.errors import ConfigurationError, ThreadError
 from prefect_micro_agents.thread import digest_of
@@ -38,6 +39,9 @@ class Tool(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     policy: ClassVar[Policy] = "auto"
+    # For `approve` tools: who may approve, how many distinct people must, who may not (prefect_micro_agents.
+    # approval_policy); an approvers file (AGENT_APPROVERS_FILE) given to the Agent overrides it per deployment.
+    approval: ClassVar[ApprovalPolicy] = ApprovalPolicy()
     # Prefect tag-concurrency limits an execution of this tool holds (its execute task carries these tags), e.g.
     # ("production-changes",): one change at a time, held only while it executes, released by the server when the
     # task run ends, including when a new attempt marks a dead attempt's task run Crashed.
@@ -117,6 +121,7 @@ class Agent:
     max_consecutive_questions: int = 2  # then `human` tools are not offered until the agent proposes something else
     description: str = ""
     prompts_dir: str | None = None  # this agent's templates (its `prompt` among them); the kit's are the fallback
+    approvers: Approvers | None = None  # the team's approvers file: groups, and per-tool policy overrides
 
     def __post_init__(self) -> None:
         if not self.tools:
@@ -129,6 +134,9 @@ class Agent:
                 raise ConfigurationError(f"{tool.__name__}.policy must be one of {POLICIES}, not {tool.policy!r}")
         if not any(t.policy == "terminal" for t in self.tools):
             raise ConfigurationError(f"agent {self.name!r} needs a tool with policy 'terminal' to be able to finish")
+        for tool in self.tools:  # an unknown group or a quorum nobody can meet fails here, not mid-run
+            if tool.policy == "approve":
+                self.approval_policy(tool.intent_name())
         if min(self.max_steps, self.max_consecutive_errors, self.max_consecutive_questions) < 1:
             raise ConfigurationError(
                 f"agent {self.name!r}: max_steps, max_consecutive_errors and max_consecutive_questions must be >= 1"
@@ -140,6 +148,21 @@ class Agent:
 
     def tool(self, intent: str) -> type[Tool] | None:
         return self.by_intent.get(intent)
+
+    def approval_policy(self, intent: str) -> ApprovalPolicy:
+        """The policy an approval of `intent` is held to: the tool's own, with the approvers file's entry applied."""
+        tool = self.tool(intent)
+        if tool is None:
+            raise ThreadError(f"{intent!r} is not a tool of agent {self.name!r}")
+        if self.approvers is None:
+            tool.approval.people({})  # a group needs an approvers file that defines it
+            return tool.approval
+        return self.approvers.policy(intent, tool.approval)
+
+    def tally(self, thread: Thread, proposal: ProposalEvent) -> Tally:
+        """Which decisions on `proposal` count under its tool's approval policy, and whether they suffice."""
+        groups = self.approvers.groups if self.approvers is not None else {}
+        return tally(self.approval_policy(proposal.intent), groups, thread, proposal)
 
     def call(self, proposal: ProposalEvent) -> Tool:
         """The proposal as a call of its tool class: what an implementation receives."""
