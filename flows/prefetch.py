@@ -139,7 +139,17 @@ def deploy_thread(run_id: str, sha: str, requested: str, *, source: str, actor: 
         ContextEvent(name="tags", payload=tags.recent),
         ContextEvent(name="staging_e2e", payload=e2e_summary(staging_e2e)),
         ContextEvent(name="recent_deploys", payload=recent_deploys(prod) or "none"),
+        *people(sha, commits),
     ))
+
+
+def people(sha: str, commits: Any) -> tuple[ContextEvent, ...]:
+    """Who holds which role in this run, for approval policies that exclude them (AGENT_APPROVERS_FILE): the author
+    of the commit being deployed, when the commits being deployed include it. Absent, a policy that excludes the
+    commit author escalates rather than let anyone approve."""
+    rows = commits.get("commits") if isinstance(commits, dict) else None
+    author = next((str(c.get("author", "")) for c in rows or [] if isinstance(c, dict) and c.get("sha") == sha), "")
+    return (ContextEvent(name="people", payload={"commit_author": author}),) if author else ()
 
 
 def rollback_thread(run_id: str, sha: str, *, actor: str, deployed: Thread, prod_e2e: E2EReport,

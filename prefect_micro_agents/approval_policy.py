@@ -49,6 +49,7 @@ APPROVERS_FILE_ENV = "AGENT_APPROVERS_FILE"
 TRIGGER_ACTOR = "trigger_actor"
 PEOPLE_CONTEXT = "people"  # a ContextEvent whose payload maps roles to the people who hold them in this run
 MAX_QUORUM = 20
+ROLE_WORDS = {TRIGGER_ACTOR: "the person who started the run", "commit_author": "the author of the commit"}
 
 
 def _names(values: tuple[str, ...], what: str) -> tuple[str, ...]:
@@ -90,8 +91,9 @@ class ApprovalPolicy(BaseModel):
 
     def describe(self) -> str:
         who = ", ".join(self.approvers) if self.approvers else "anyone"
-        text = f"{self.quorum} approval{'s' if self.quorum > 1 else ''} from {who}"
-        return text + (f", not the {' or the '.join(self.exclude)}" if self.exclude else "")
+        text = f"{self.quorum} distinct approval{'s' if self.quorum > 1 else ''} from {who}"
+        roles = [ROLE_WORDS.get(role, f"the run's {role}") for role in self.exclude]
+        return text + (f", not {' or '.join(roles)}" if roles else "")
 
 
 class PolicyOverride(BaseModel):

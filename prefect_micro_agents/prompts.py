@@ -140,13 +140,15 @@ def tool_catalog(tools: tuple[type[Tool], ...]) -> list[dict[str, Any]]:
     return catalog
 
 
-def render_thread(thread: Thread, prompts_dir: str | Path | None = None) -> str:
-    """Calls are referred to by their number in the thread; long hex ids (SHAs) are shown as git shows them."""
-    from prefect_micro_agents.reducer import void_decisions
+def render_thread(thread: Thread, prompts_dir: str | Path | None = None, agent: Agent | None = None) -> str:
+    """Calls are referred to by their number in the thread; long hex ids (SHAs) are shown as git shows them.
+    `agent`: mark decisions its approval policies do not count as such (reducer.void_decisions)."""
+    from prefect_micro_agents.reducer import DIGEST_MISMATCH, void_decisions
 
     events = [e.model_dump(mode="json") for e in thread.events]
     ref = {e["id"]: n for n, e in enumerate((e for e in events if e["type"] == "proposal"), start=1)}
-    return abbreviate_hex(render("thread.j2", prompts_dir=prompts_dir, events=events, ref=ref, void=void_decisions(thread)))
+    return abbreviate_hex(render("thread.j2", prompts_dir=prompts_dir, events=events, ref=ref,
+                                 void=void_decisions(thread, agent), digest_mismatch=DIGEST_MISMATCH))
 
 
 _LONG_HEX = re.compile(r"\b([0-9a-f]{%d})[0-9a-f]{%d,}\b" % (SHORT_HEX, 40 - SHORT_HEX))
@@ -164,5 +166,5 @@ def build_messages(agent: Agent, thread: Thread, tools: tuple[type[Tool], ...]) 
                     tools=tool_catalog(tools))
     return [
         {"role": "system", "content": system},
-        {"role": "user", "content": render_thread(thread, agent.prompts_dir)},
+        {"role": "user", "content": render_thread(thread, agent.prompts_dir, agent)},
     ]

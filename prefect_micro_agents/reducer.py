@@ -167,14 +167,29 @@ def valid_approval(thread: Thread, proposal: ProposalEvent) -> DecisionEvent | N
     return None
 
 
-def void_decisions(thread: Thread) -> frozenset[int]:
-    """Indices of decisions that count for nothing: their digest is not the digest of the proposal they name.
+DIGEST_MISMATCH = "made for another version of the call"
 
-    Records (the model's thread, the artifact, the report) must show them as void, never as "approved by X".
+
+def void_decisions(thread: Thread, agent: Agent | None = None) -> dict[int, str]:
+    """Decisions that count for nothing, by index, with why: their digest is not the digest of the proposal they
+    name (DIGEST_MISMATCH), or, with `agent`, its approval policy does not count them (an approver outside the list,
+    an excluded one, a second approval by the same person).
+
+    Records (the model's thread, the artifact, the report) must show them as not counted, never as "approved by X".
     """
     digests = {e.id: e.digest for e in thread.events if isinstance(e, ProposalEvent)}
-    return frozenset(i for i, e in enumerate(thread.events)
-                     if isinstance(e, DecisionEvent) and digests.get(e.proposal_id) != e.proposal_digest)
+    found = {i: DIGEST_MISMATCH for i, e in enumerate(thread.events)
+             if isinstance(e, DecisionEvent) and digests.get(e.proposal_id) != e.proposal_digest}
+    if agent is None:
+        return found
+    index = {id(e): i for i, e in enumerate(thread.events)}
+    for proposal in thread.of_type(ProposalEvent):
+        tool = agent.tool(proposal.intent)
+        if tool is None or tool.policy != "approve":
+            continue
+        for decision, why in agent.tally(thread, proposal).ignored:
+            found.setdefault(index[id(decision)], why)
+    return found
 
 
 def apply(thread: Thread, event: Event, agent: Agent | None = None) -> Thread:

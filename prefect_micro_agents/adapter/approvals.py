@@ -37,6 +37,7 @@ class PendingRequest:
     proposal_digest: str
     field: str  # the form's answer field, named after the digest: the server refuses an answer without it
     expires_at: str | None
+    may_approve: tuple[str, ...] | None = None  # under an approval policy naming people: who may still approve
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -115,7 +116,7 @@ class ApprovalsClient:
         return PendingRequest(run_id=run["id"], run_name=run.get("name", ""), flow_name=flow,
                               kind="approval" if key.startswith("approve-") else "question", key=key,
                               description=description, proposal_digest=digest, field=field,
-                              expires_at=details.get("pause_timeout"))
+                              expires_at=details.get("pause_timeout"), may_approve=_approver_choices(schema))
 
     def _input(self, run_id: str, key: str) -> Any:
         response = self.request("GET", f"/flow_runs/{run_id}/input/{key}")
@@ -137,6 +138,11 @@ class ApprovalsClient:
         if current.kind != "approval":
             raise ResumeRefused(f"flow run {run_id} asks a question; answer it instead")
         _check_digest(digest, current)
+        if current.may_approve is not None and approver not in current.may_approve:
+            # The server would refuse it too (the form's approver field lists them); say why in our words.
+            raise ResumeRefused(f"{approver!r} may not decide on this call: its approval policy leaves "
+                                f"{', '.join(current.may_approve)} (pass --as with your name; `show` says who "
+                                "approved so far)")
         self.resume(run_id, {current.field: decision, "feedback": feedback, "approver": approver})
         return current
 
@@ -173,6 +179,17 @@ class ApprovalsClient:
 
 
 _MIN_DIGEST_PREFIX = 8
+
+
+def _approver_choices(schema: dict[str, Any]) -> tuple[str, ...] | None:
+    """The people an approval form lets approve (its approver field's choices), or None when anyone may."""
+    prop = (schema.get("properties") or {}).get("approver")
+    if not isinstance(prop, dict):
+        return None
+    if "$ref" in prop:  # pydantic puts a Literal with several values in $defs
+        prop = (schema.get("definitions") or schema.get("$defs") or {}).get(prop["$ref"].rsplit("/", 1)[-1], {})
+    choices = prop.get("enum") or ([prop["const"]] if "const" in prop else None)
+    return tuple(str(c) for c in choices) if choices else None
 
 
 def _check_digest(digest: str | None, current: PendingRequest) -> None:

@@ -13,9 +13,10 @@ Prefect is imported only where a form is built: the approvals client and the CLI
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from pydantic import Field, create_model
+from pydantic import Field, JsonValue, create_model
 
 if TYPE_CHECKING:
     from prefect.input import RunInput
@@ -48,8 +49,26 @@ def answer_field(digest: str) -> str:
     return f"answer_{digest[:DIGEST_IN_FIELD]}"
 
 
-def approval_form(digest: str, description: str, expires_at: str | None = None) -> type[RunInput]:
-    """The approval form for the proposal with this digest: decision (required), feedback, approver.
+def approver_field(may_approve: Collection[str] | None, excluded: Collection[str]) -> tuple[Any, Any]:
+    """The approver field under an approval policy, checked by the SERVER like the rest of the form: when the policy
+    names people, one of those who may still approve (a choice list in the UI; anyone else is refused before the run
+    resumes); otherwise free text that may not be one of this run's excluded people."""
+    if may_approve is not None:
+        names = tuple(sorted(may_approve))
+        if not names:  # nobody left who could approve: the reducer escalates before a form is ever built
+            raise ValueError("no one may approve this call")
+        return (Literal[names], Field(
+            title="Approver", description="Who you are: only the people listed may approve this call, each once."))
+    extra: dict[str, JsonValue] | None = {"not": {"enum": list(sorted(excluded))}} if excluded else None
+    return (str, Field(default="", max_length=100, title="Approver", json_schema_extra=extra,
+                       description="Your name, recorded with the decision." + (
+                           f" Not {', '.join(sorted(excluded))}: this run's policy excludes them." if excluded else "")))
+
+
+def approval_form(digest: str, description: str, expires_at: str | None = None,
+                  may_approve: Collection[str] | None = None, excluded: Collection[str] = ()) -> type[RunInput]:
+    """The approval form for the proposal with this digest: decision (required), feedback, approver (see
+    approver_field for how the approval policy shapes it).
 
     The deadline goes into the Decision field's text too: it stays on screen below the description's scroll box.
     """
@@ -68,8 +87,7 @@ def approval_form(digest: str, description: str, expires_at: str | None = None) 
             )),
             "feedback": (str, Field(default="", max_length=2000, title="Feedback",
                                     description="Why, or what to do instead (sent to the agent).")),
-            "approver": (str, Field(default="", max_length=100, title="Approver",
-                                    description="Your name, recorded with the decision.")),
+            "approver": approver_field(may_approve, excluded),
         },  # type: ignore[call-overload]
     )
     return cast(type[RunInput], model.with_initial_data(description=description))

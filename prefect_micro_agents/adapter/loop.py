@@ -15,17 +15,18 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
 from prefect_micro_agents.adapter.forms import answer_form, answer_key, answer_of, approval_form, approval_key, decision_of
 from prefect_micro_agents.adapter.logredact import install_log_redaction
+from prefect_micro_agents.approval_policy import ApprovalPolicy
 from prefect_micro_agents.adapter.publish import artifact_key, publish_thread, request_markdown, thread_markdown
 from prefect_micro_agents.adapter.ledger import ExecutionLedger
 from prefect_micro_agents.adapter.store import ThreadStore
-from prefect_micro_agents.adapter.tasks import execute_call, llm_step
+from prefect_micro_agents.adapter.tasks import approvers_snapshot, execute_call, llm_step
 from prefect_micro_agents.binding import Binding, ToolContext
 from prefect_micro_agents.errors import ConfigurationError
 from prefect_micro_agents.llm import build_request, parse_reply, resolve_model
@@ -71,6 +72,8 @@ def run_agent(
         raise ConfigurationError("run_agent must be called inside a Prefect flow run (a @flow function)")
     install_log_redaction()  # this run's log records, to the API and the console, engine tracebacks included
     ExecutionLedger().locks  # noqa: B018 - a lock that cannot cover the result storage fails here, before any step
+    if agent.approvers is None and (approvers := approvers_snapshot()) is not None:
+        agent = replace(agent, approvers=approvers)  # checked now: an unknown group fails before any step
     timeout = approval_timeout_s or float(os.environ.get(APPROVAL_TIMEOUT_ENV, DEFAULT_APPROVAL_TIMEOUT_S))
     effects = _FlowRun(agent, run_id, resolve_model(model), llm_options, timeout, get_run_logger(), ThreadStore(),
                        artifact_key(agent.name, run_id), on_event)
@@ -101,7 +104,9 @@ class _FlowRun:
         if isinstance(wait, AwaitApproval):
             suspend_key = approval_key(p.id, len(thread.for_proposal(DecisionEvent, p.id)))
             self._publish(thread, f"awaiting approval of {p.intent}", suspend_key)
-            form = approval_form(p.digest, _request(self.agent, thread, p, "approval.md.j2", expires), expires)
+            count = self.agent.tally(thread, p)
+            form = approval_form(p.digest, _request(self.agent, thread, p, "approval.md.j2", expires), expires,
+                                 count.may_approve, count.excluded)
             answer = _suspend(form, suspend_key, self.timeout, self.logger, f"approval of {p.intent} {p.args}",
                               self.scope)
             # The form's answer field is named after p.digest and the server refuses any other: bound.
@@ -142,7 +147,8 @@ class _FlowRun:
         self._publish(thread, outcome, f"end-{thread.digest()[:16]}")
 
     def _publish(self, thread: Thread, status: str, version: str) -> None:
-        publish_thread(key=self.artifact, version=version, markdown=thread_markdown(self.agent.name, thread, status),
+        publish_thread(key=self.artifact, version=version,
+                       markdown=thread_markdown(self.agent.name, thread, status, self.agent),
                        description=f"{self.agent.name} agent thread: {status}")
 
 
@@ -151,8 +157,14 @@ def _expires_at(timeout: float) -> str:
 
 
 def _request(agent: Agent, thread: Thread, p: ProposalEvent, template: str, expires: str) -> str:
+    policy = None
+    if template == "approval.md.j2":
+        count = agent.tally(thread, p)
+        if count.policy != ApprovalPolicy() or count.ignored:  # the default policy needs no words
+            policy = {"rule": count.policy.describe(), "quorum": count.policy.quorum, "status": count.status(),
+                      "ignored": [why for _, why in count.ignored]}
     return request_markdown(template, agent.name, thread, p, step=model_steps(thread), max_steps=agent.max_steps,
-                            expires_at=expires)
+                            expires_at=expires, policy=policy, policies=agent)
 
 
 def _suspend(form: Any, key: str, timeout: float, logger: logging.Logger | logging.LoggerAdapter[logging.Logger],

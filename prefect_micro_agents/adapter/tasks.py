@@ -17,13 +17,14 @@ from prefect.context import TaskRunContext
 from prefect.utilities.annotations import quote
 
 from prefect_micro_agents.adapter.ledger import ExecutionLedger
+from prefect_micro_agents.approval_policy import Approvers
 from prefect_micro_agents.binding import Binding, ToolContext
 from prefect_micro_agents.execution import redact_event, run_tool_call
 from prefect_micro_agents.llm import LLMReply, LLMRequest, call_model
 from prefect_micro_agents.thread import ErrorEvent, ResultEvent
 from prefect_micro_agents.tools import Tool
 
-__all__ = ["execute_call", "llm_step", "run_scoped_key"]
+__all__ = ["approvers_snapshot", "execute_call", "llm_step", "run_scoped_key"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,27 @@ def llm_step(request: LLMRequest, thread_digest: str) -> LLMReply:
     quoted: Any = quote(request)  # Prefect hands the function the request itself
     reply: LLMReply = _llm_task(quoted, thread_digest, request.step)
     return reply
+
+
+def _approvers_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    return f"approvers-{context.task_run.flow_run_id}"
+
+
+@task(name="approvers-file", persist_result=True, cache_key_fn=_approvers_key)
+def _approvers_task() -> dict[str, Any] | None:
+    from prefect_micro_agents.approval_policy import load_approvers
+
+    found = load_approvers()
+    return None if found is None else found.model_dump(mode="json")
+
+
+def approvers_snapshot() -> Approvers | None:
+    """The approvers file ($AGENT_APPROVERS_FILE) as this flow run first read it: a run resumed on another machine,
+    or after the file changed, is held to the policy it started under (and its records say which)."""
+    from prefect_micro_agents.approval_policy import Approvers
+
+    found = _approvers_task()
+    return None if found is None else Approvers.model_validate(found)
 
 
 def _execute_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:

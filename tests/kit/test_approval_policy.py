@@ -168,3 +168,22 @@ def test_a_tool_naming_a_group_without_a_file_fails_when_the_agent_is_declared()
 
     with pytest.raises(ConfigurationError, match="the group @finance, which no approvers file defines"):
         dataclasses.replace(AGENT, tools=tuple(Grouped if t is AGENT.tools[1] else t for t in AGENT.tools))
+
+
+def test_records_show_a_decision_the_policy_does_not_count_as_not_counted_never_as_approved_by(
+        team: Approvers) -> None:
+    from prefect_micro_agents.adapter.publish import thread_markdown
+    from prefect_micro_agents.prompts import render_thread
+
+    agent = dataclasses.replace(AGENT, approvers=team.model_copy(update={"groups": {"finance": ("alice", "bob", "ana")}}))
+    thread, p = pay()
+    thread = by(by(by(thread, p, "mallory"), p, "ana"), p, "alice")  # outside the list; the trigger's actor; counted
+    for_model = render_thread(thread, AGENT.prompts_dir, agent)
+    assert "approval 1 by mallory not counted: mallory is not among the approvers (@finance)" in for_model
+    assert "approval 1 by ana not counted: ana is this run's trigger_actor, who may not approve" in for_model
+    assert "approved 1 by alice" in for_model
+    assert "approved 1 by mallory" not in for_model and "approved 1 by ana" not in for_model
+    artifact = thread_markdown("expense", thread, "awaiting approval", agent)
+    assert "NOT COUNTED approval by mallory" in artifact and "approved by mallory" not in artifact
+    # Without the agent (its policies unknown) the records cannot judge: they show the decisions as made.
+    assert "approved 1 by mallory" in render_thread(thread, AGENT.prompts_dir)
