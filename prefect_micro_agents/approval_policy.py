@@ -68,8 +68,10 @@ class ApprovalPolicy(BaseModel):
     approvers: tuple[str, ...] = ()
     quorum: int = Field(default=1, ge=1, le=MAX_QUORUM)
     exclude: tuple[str, ...] = ()
+    signed: bool = False  # only approvals signed with a key of the allowed-signers file count (signing.py)
+    editable: tuple[str, ...] = ()  # arguments an approver may change when approving; ("*",): all of them
 
-    @field_validator("approvers", "exclude")
+    @field_validator("approvers", "exclude", "editable")
     @classmethod
     def _no_empty(cls, values: tuple[str, ...]) -> tuple[str, ...]:
         return _names(values, "approvers and exclusions")
@@ -93,7 +95,13 @@ class ApprovalPolicy(BaseModel):
         who = ", ".join(self.approvers) if self.approvers else "anyone"
         text = f"{self.quorum} distinct approval{'s' if self.quorum > 1 else ''} from {who}"
         roles = [ROLE_WORDS.get(role, f"the run's {role}") for role in self.exclude]
-        return text + (f", not {' or '.join(roles)}" if roles else "")
+        text += f", not {' or '.join(roles)}" if roles else ""
+        if self.signed:
+            text += "; approvals must be signed (an unsigned or unverified one does not count)"
+        if self.editable:
+            text += "; an approver may edit " + ("its arguments" if "*" in self.editable else
+                                                 ", ".join(self.editable))
+        return text
 
 
 class PolicyOverride(BaseModel):
@@ -104,6 +112,8 @@ class PolicyOverride(BaseModel):
     approvers: tuple[str, ...] | None = None
     quorum: int | None = Field(default=None, ge=1, le=MAX_QUORUM)
     exclude: tuple[str, ...] | None = None
+    signed: bool | None = None
+    editable: tuple[str, ...] | None = None
 
 
 class Approvers(BaseModel):
@@ -113,7 +123,15 @@ class Approvers(BaseModel):
 
     groups: dict[str, tuple[str, ...]] = {}
     tools: dict[str, PolicyOverride] = {}
+    # ssh-keygen's allowed-signers file (principal = approver name, then the public key): relative to this file
+    allowed_signers: str = ""
     source: str = ""  # where it was read from, for messages
+
+    def allowed_signers_path(self) -> Path | None:
+        if not self.allowed_signers:
+            return None
+        path = Path(self.allowed_signers).expanduser()
+        return path if path.is_absolute() or not self.source else Path(self.source).parent / path
 
     @field_validator("groups")
     @classmethod
@@ -194,6 +212,7 @@ class Tally:
     policy: ApprovalPolicy
     approved_by: tuple[DecisionEvent, ...]  # the counted approvals, one per person, in order
     rejected_by: DecisionEvent | None  # the first counted rejection
+    edited_by: DecisionEvent | None  # the first counted approval with valid edits: the edited call replaces this one
     ignored: tuple[tuple[DecisionEvent, str], ...]  # decisions that do not count, with why
     may_approve: frozenset[str] | None  # who may still approve (None: anyone not excluded)
     excluded: frozenset[str]
@@ -201,7 +220,8 @@ class Tally:
 
     @property
     def met(self) -> bool:
-        return not self.unknown_roles and self.rejected_by is None and len(self.approved_by) >= self.policy.quorum
+        return (not self.unknown_roles and self.rejected_by is None and self.edited_by is None
+                and len(self.approved_by) >= self.policy.quorum)
 
     @property
     def missing(self) -> int:
@@ -227,6 +247,7 @@ def tally(policy: ApprovalPolicy, groups: dict[str, tuple[str, ...]], thread: Th
     excluded = frozenset(name for role in policy.exclude for name in holders.get(role, ()))
     approved: list[DecisionEvent] = []
     rejected: DecisionEvent | None = None
+    edited: DecisionEvent | None = None
     ignored: list[tuple[DecisionEvent, str]] = []
     for decision in thread.for_proposal(DecisionEvent, proposal.id):
         who = decision.approver.strip().lower()
@@ -239,9 +260,17 @@ def tally(policy: ApprovalPolicy, groups: dict[str, tuple[str, ...]], thread: Th
             ignored.append((decision, f"{decision.approver} is this run's {' and '.join(roles)}, who may not approve"))
         elif decision.decision == "rejected":
             rejected = rejected or decision
+        elif policy.signed and not decision.verified:
+            ignored.append((decision, f"{decision.approver}'s approval is not verified "
+                                      f"({decision.verification or 'not signed'}); this call needs signed approvals"))
+        elif decision.edit_error:
+            ignored.append((decision, f"{decision.approver}'s edits were refused: {decision.edit_error}"))
+        elif decision.edits:
+            edited = edited or decision
+            ignored.append((decision, f"{decision.approver} approved an edited call instead, which replaces this one"))
         elif any(d.approver.strip().lower() == who for d in approved):
             ignored.append((decision, f"{decision.approver} approved already; one person counts once"))
         else:
             approved.append(decision)
     still = None if allowed is None else allowed - excluded - {d.approver.strip().lower() for d in approved}
-    return Tally(policy, tuple(approved), rejected, tuple(ignored), still, excluded, unknown)
+    return Tally(policy, tuple(approved), rejected, edited, tuple(ignored), still, excluded, unknown)

@@ -37,6 +37,14 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--digest", help="only decide if the run still waits on the proposal with this digest (at "
                                           "least 8 hex characters, as `show` prints them); without it, the decision "
                                           "applies to whatever the run waits on at this moment")
+        cmd.add_argument("--sign", metavar="KEY", default=None,
+                         help="sign the decision with this SSH key (e.g. ~/.ssh/id_ed25519, or its .pub when the key "
+                              "is in ssh-agent): `ssh-keygen -Y sign`; the flow verifies it against the team's "
+                              "allowed-signers file, as the name given with --as")
+        if name == "approve":
+            cmd.add_argument("--edit", metavar="NAME=VALUE", action="append", default=[],
+                             help="approve with this argument changed (repeatable; VALUE is JSON, or text): only "
+                                  "arguments the tool's approval policy lists as editable; `show` lists them")
     answer = sub.add_parser("answer", help="answer an agent's question")
     answer.add_argument("run_id")
     answer.add_argument("text", help="your answer (quote it)")
@@ -89,6 +97,32 @@ def _runs(client: ApprovalsClient, args: argparse.Namespace) -> None:
             print(f"    {name}{': ' + state if state else ''}")
 
 
+def _options(req: PendingRequest) -> str:
+    """What `approve` accepts beyond a decision: edits, a signature."""
+    lines = []
+    if req.editable:
+        lines.append("editable (approve --edit NAME=VALUE): " + ", ".join(
+            f"{k} (proposed {json.dumps(v)})" for k, v in req.editable.items()))
+    if req.signable:
+        lines.append("signatures (approve --sign KEY): " + ("required: an unsigned approval does not count"
+                                                           if req.signed_only else "verified if given"))
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _edits(pairs: list[str]) -> dict[str, object]:
+    """`--edit NAME=VALUE` pairs: VALUE parsed as JSON when it is JSON (3, true, "x", [1]), else taken as text."""
+    found: dict[str, object] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ConfigurationError(f"--edit {pair!r}: expected NAME=VALUE")
+        try:
+            found[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            found[name.strip()] = value
+    return found
+
+
 def _push(args: argparse.Namespace) -> None:
     from prefect_micro_agents.events import emit_push
 
@@ -116,13 +150,19 @@ def main(argv: list[str] | None = None) -> int:
                         print("\n".join(_line(r) for r in found) if found else "nothing is waiting for a decision")
                 case "show":
                     req = client.show(args.run_id)
-                    print(json.dumps(req.as_dict(), indent=1) if args.json else f"{_line(req)}\n\n{req.description}")
+                    print(json.dumps(req.as_dict(), indent=1) if args.json else f"{_line(req)}\n{_options(req)}\n"
+                                                                               f"{req.description}")
                 case "approve":
-                    req = client.approve(args.run_id, args.who or getpass.getuser(), args.feedback, args.digest)
-                    print(f"approved {_title(req)} (digest {req.proposal_digest[:12]}): flow run {args.run_id} "
-                          "resumes and runs the call once")
+                    edits = _edits(args.edit)
+                    req = client.approve(args.run_id, args.who or getpass.getuser(), args.feedback, args.digest,
+                                         edits, args.sign)
+                    print(f"approved {_title(req)} (digest {req.proposal_digest[:12]})"
+                          + (f" with edits {json.dumps(edits, sort_keys=True)}" if edits else "")
+                          + (", signed" if args.sign else "")
+                          + f": flow run {args.run_id} resumes; the call runs once its approval policy is met")
                 case "reject":
-                    req = client.reject(args.run_id, args.who or getpass.getuser(), args.feedback, args.digest)
+                    req = client.reject(args.run_id, args.who or getpass.getuser(), args.feedback, args.digest,
+                                        args.sign)
                     print(f"rejected {_title(req)} (digest {req.proposal_digest[:12]}): flow run {args.run_id} "
                           "resumes; the agent sees your feedback")
                 case "answer":

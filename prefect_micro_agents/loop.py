@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from typing_extensions import assert_never
 
 from prefect_micro_agents.binding import Binding, ToolContext, check_bindings
+from prefect_micro_agents.edits import check_edits, edited_call
 from prefect_micro_agents.execution import idempotency_key, receipt, record, redact_thread
 from prefect_micro_agents.failpoints import failpoint
 from prefect_micro_agents.reducer import (
@@ -110,7 +111,15 @@ def drive(agent: Agent, thread: Thread, tools: Iterable[Binding[Any]], effects: 
                 answer = effects.ask_human(thread, action)
                 if answer is None:
                     return thread
+                if isinstance(answer, DecisionEvent) and answer.edits and not answer.edit_error:
+                    # Checked before it counts: an edit the policy or the tool refuses is recorded, not approved.
+                    answer = answer.model_copy(update={
+                        "edit_error": check_edits(agent, thread, action.proposal, answer.edits)})
                 add(answer, action)
+                if isinstance(answer, DecisionEvent) and answer.edits and not answer.edit_error:
+                    if agent.tally(thread, action.proposal).edited_by == answer:  # an allowed approver's edit
+                        for event in edited_call(agent, thread, answer):
+                            add(event, action)  # the edited call, and its editor's approval of it
                 if isinstance(answer, DecisionEvent) and answer.decision == "approved":
                     failpoint("agent.approved")  # crash tests: the approval is recorded, nothing ran yet
             case Execute(proposal=p):

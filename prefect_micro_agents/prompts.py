@@ -145,9 +145,17 @@ def render_thread(thread: Thread, prompts_dir: str | Path | None = None, agent: 
     `agent`: mark decisions its approval policies do not count as such (reducer.void_decisions)."""
     from prefect_micro_agents.reducer import DIGEST_MISMATCH, void_decisions
 
+    from prefect_micro_agents.edits import describe_edits
+    from prefect_micro_agents.thread import DecisionEvent, ProposalEvent
+
     events = [e.model_dump(mode="json") for e in thread.events]
     ref = {e["id"]: n for n, e in enumerate((e for e in events if e["type"] == "proposal"), start=1)}
-    return abbreviate_hex(render("thread.j2", prompts_dir=prompts_dir, events=events, ref=ref,
+    proposals = {e.id: e for e in thread.of_type(ProposalEvent)}
+    replaced = {(p.edited_from, p.edited_by) for p in proposals.values() if p.edited_by}
+    edits = {i: describe_edits(proposals[e.proposal_id], e.edits) for i, e in enumerate(thread.events)
+             if isinstance(e, DecisionEvent) and (e.proposal_id, e.approver) in replaced and e.edits
+             and not e.edit_error}
+    return abbreviate_hex(render("thread.j2", prompts_dir=prompts_dir, events=events, ref=ref, edits=edits,
                                  void=void_decisions(thread, agent), digest_mismatch=DIGEST_MISMATCH))
 
 

@@ -88,10 +88,12 @@ Action = AskModel | AwaitApproval | AwaitAnswer | Execute | Finish | Escalate | 
 
 
 def model_steps(thread: Thread) -> int:
-    """How many times the model has been asked so far: proposals plus its malformed answers."""
+    """How many times the model has been asked so far: its proposals (not an approver's edits of them) plus its
+    malformed answers."""
     model_errors = {"malformed_output", "unknown_intent", "invalid_arguments"}
     return sum(
-        1 for e in thread.events if e.type == "proposal" or (e.type == "error" and e.kind in model_errors)
+        1 for e in thread.events
+        if (e.type == "proposal" and not e.edited_by) or (e.type == "error" and e.kind in model_errors)
     )
 
 
@@ -140,22 +142,25 @@ def _trailing_errors(thread: Thread) -> int:
 
 
 def _pending_proposal(thread: Thread, agent: Agent | None = None) -> ProposalEvent | None:
-    """The latest proposal if nothing has settled it yet (result, answer, error, or a rejection of it). With `agent`,
-    a rejection settles it only if its approval policy counts it (an allowed, not excluded approver)."""
-    rejected: set[tuple[str, str]] = set()
+    """The latest proposal if nothing has settled it yet (result, answer, error, a rejection of it, or an approval
+    with valid edits: the edited call replaces it). With `agent`, a rejection or an edit settles it only if its
+    approval policy counts it (an allowed, not excluded approver; signed where it must be)."""
+    settling: set[tuple[str, str]] = set()
     for event in reversed(thread.events):
         if isinstance(event, ProposalEvent):
             # A rejection whose digest does not match this proposal is void, like a stale approval.
-            if (event.id, event.digest) not in rejected:
+            if (event.id, event.digest) not in settling:
                 return event
             tool = agent.tool(event.intent) if agent is not None else None
             if agent is not None and tool is not None and tool.policy == "approve":
-                return None if agent.tally(thread, event).rejected_by is not None else event
+                count = agent.tally(thread, event)
+                return None if count.rejected_by is not None or count.edited_by is not None else event
             return None
         if isinstance(event, ResultEvent | AnswerEvent | ErrorEvent):
             return None
-        if isinstance(event, DecisionEvent) and event.decision == "rejected":
-            rejected.add((event.proposal_id, event.proposal_digest))
+        if isinstance(event, DecisionEvent) and (
+                event.decision == "rejected" or (event.edits and not event.edit_error)):
+            settling.add((event.proposal_id, event.proposal_digest))
     return None
 
 

@@ -84,6 +84,9 @@ class ProposalEvent(_Event):
     args_digest: str
     model: str = ""
     usage: Usage | None = None
+    # An approver's edit of an earlier proposal (approval policy `editable`): who, and which proposal it replaces.
+    edited_by: str = ""
+    edited_from: str = ""
 
     @property
     def digest(self) -> str:
@@ -101,6 +104,16 @@ class DecisionEvent(_Event):
     feedback: str = ""
     approver: str
     at: AwareDatetime
+    # Approve with edits: the arguments the approver changed (name -> new value). A valid edit settles this proposal
+    # and the edited call is proposed in its place (prefect_micro_agents.edits); `edit_error` says why an edit was
+    # refused (then this decision counts for nothing and the approvers are asked again).
+    edits: dict[str, JsonValue] = {}
+    edit_error: str = ""
+    # Signed approvals (prefect_micro_agents.signing): the approver's SSH signature of the decision, and whether the
+    # flow verified it against the allowed-signers file (`verification`: what ssh-keygen said, or why it was not).
+    signature: str = ""
+    verified: bool = False
+    verification: str = ""
 
 
 class AnswerEvent(_Event):

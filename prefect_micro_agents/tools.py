@@ -134,9 +134,11 @@ class Agent:
                 raise ConfigurationError(f"{tool.__name__}.policy must be one of {POLICIES}, not {tool.policy!r}")
         if not any(t.policy == "terminal" for t in self.tools):
             raise ConfigurationError(f"agent {self.name!r} needs a tool with policy 'terminal' to be able to finish")
-        for tool in self.tools:  # an unknown group or a quorum nobody can meet fails here, not mid-run
+        for tool in self.tools:  # an unknown group, a quorum nobody can meet, an unknown editable argument: here
             if tool.policy == "approve":
-                self.approval_policy(tool.intent_name())
+                from prefect_micro_agents.edits import editable_fields
+
+                editable_fields(tool, self.approval_policy(tool.intent_name()))
         if min(self.max_steps, self.max_consecutive_errors, self.max_consecutive_questions) < 1:
             raise ConfigurationError(
                 f"agent {self.name!r}: max_steps, max_consecutive_errors and max_consecutive_questions must be >= 1"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,9 @@ class PendingRequest:
     field: str  # the form's answer field, named after the digest: the server refuses an answer without it
     expires_at: str | None
     may_approve: tuple[str, ...] | None = None  # under an approval policy naming people: who may still approve
+    editable: dict[str, Any] = dataclasses.field(default_factory=dict)  # arguments an approver may edit -> the proposed value
+    signable: bool = False  # the form takes a signature (`approve --sign`)
+    signed_only: bool = False  # only signed approvals count
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -116,7 +120,10 @@ class ApprovalsClient:
         return PendingRequest(run_id=run["id"], run_name=run.get("name", ""), flow_name=flow,
                               kind="approval" if key.startswith("approve-") else "question", key=key,
                               description=description, proposal_digest=digest, field=field,
-                              expires_at=details.get("pause_timeout"), may_approve=_approver_choices(schema))
+                              expires_at=details.get("pause_timeout"), may_approve=_approver_choices(schema),
+                              editable=_editable(schema), signable="signature" in (schema.get("properties") or {}),
+                              signed_only="Required:" in str(
+                                  ((schema.get("properties") or {}).get("signature") or {}).get("description", "")))
 
     def _input(self, run_id: str, key: str) -> Any:
         response = self.request("GET", f"/flow_runs/{run_id}/input/{key}")
@@ -126,14 +133,22 @@ class ApprovalsClient:
         value = response.json()
         return json.loads(value) if isinstance(value, str) and value[:1] in "{[" else value
 
-    def approve(self, run_id: str, approver: str, feedback: str = "", digest: str | None = None) -> PendingRequest:
-        """Approve what the run waits on now (or, with `digest`, only if it still waits on that proposal)."""
-        return self._decide(run_id, "approve", approver, feedback, digest)
+    def approve(self, run_id: str, approver: str, feedback: str = "", digest: str | None = None,
+                edits: dict[str, Any] | None = None, sign_with: str | None = None) -> PendingRequest:
+        """Approve what the run waits on now (or, with `digest`, only if it still waits on that proposal); `edits`:
+        new values for arguments its policy lets an approver change; `sign_with`: an SSH key file to sign the
+        decision with (prefect_micro_agents.signing)."""
+        return self._decide(run_id, "approve", approver, feedback, digest, edits or {}, sign_with)
 
-    def reject(self, run_id: str, approver: str, feedback: str, digest: str | None = None) -> PendingRequest:
-        return self._decide(run_id, "reject", approver, feedback, digest)
+    def reject(self, run_id: str, approver: str, feedback: str, digest: str | None = None,
+               sign_with: str | None = None) -> PendingRequest:
+        return self._decide(run_id, "reject", approver, feedback, digest, {}, sign_with)
 
-    def _decide(self, run_id: str, decision: str, approver: str, feedback: str, digest: str | None) -> PendingRequest:
+    def _decide(self, run_id: str, decision: str, approver: str, feedback: str, digest: str | None,
+                edits: dict[str, Any], sign_with: str | None) -> PendingRequest:
+        from prefect_micro_agents.adapter.forms import ARG_PREFIX
+        from prefect_micro_agents.thread import canonical_json
+
         current = self.show(run_id)
         if current.kind != "approval":
             raise ResumeRefused(f"flow run {run_id} asks a question; answer it instead")
@@ -143,7 +158,23 @@ class ApprovalsClient:
             raise ResumeRefused(f"{approver!r} may not decide on this call: its approval policy leaves "
                                 f"{', '.join(current.may_approve)} (pass --as with your name; `show` says who "
                                 "approved so far)")
-        self.resume(run_id, {current.field: decision, "feedback": feedback, "approver": approver})
+        refused = sorted(set(edits) - set(current.editable))
+        if refused:  # the server would refuse them too: the form has no field for them
+            raise ResumeRefused(f"this call does not let an approver change {', '.join(refused)} ("
+                                + (f"editable: {', '.join(current.editable)})" if current.editable else
+                                   "its approval policy allows no edits)"))
+        edits = {k: v for k, v in edits.items() if canonical_json(v) != canonical_json(current.editable[k])}
+        run_input: dict[str, Any] = {current.field: decision, "feedback": feedback, "approver": approver,
+                                     **{ARG_PREFIX + k: v for k, v in edits.items()}}
+        if sign_with is not None:
+            from prefect_micro_agents.signing import sign, signed_text
+
+            if not current.signable:
+                raise ResumeRefused("this run's approval form takes no signature: its tool's policy does not ask for "
+                                    "signed approvals and no allowed-signers file is configured")
+            run_input["signature"] = sign(signed_text(current.run_id, current.proposal_digest, decision, approver,
+                                                      feedback, edits), sign_with)
+        self.resume(run_id, run_input)
         return current
 
     def answer(self, run_id: str, answer: str, by: str, digest: str | None = None) -> PendingRequest:
@@ -190,6 +221,14 @@ def _approver_choices(schema: dict[str, Any]) -> tuple[str, ...] | None:
         prop = (schema.get("definitions") or schema.get("$defs") or {}).get(prop["$ref"].rsplit("/", 1)[-1], {})
     choices = prop.get("enum") or ([prop["const"]] if "const" in prop else None)
     return tuple(str(c) for c in choices) if choices else None
+
+
+def _editable(schema: dict[str, Any]) -> dict[str, Any]:
+    """The arguments an approval form lets an approver edit, with the proposed values (the fields' defaults)."""
+    from prefect_micro_agents.adapter.forms import ARG_PREFIX
+
+    return {name[len(ARG_PREFIX):]: prop.get("default") for name, prop in (schema.get("properties") or {}).items()
+            if name.startswith(ARG_PREFIX) and isinstance(prop, dict)}
 
 
 def _check_digest(digest: str | None, current: PendingRequest) -> None:

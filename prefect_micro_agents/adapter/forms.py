@@ -14,9 +14,10 @@ Prefect is imported only where a form is built: the approvals client and the CLI
 from __future__ import annotations
 
 from collections.abc import Collection
+from copy import copy
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from pydantic import Field, JsonValue, create_model
+from pydantic import BaseModel, Field, JsonValue, create_model
 
 if TYPE_CHECKING:
     from prefect.input import RunInput
@@ -30,6 +31,9 @@ __all__ = [
     "answer_key",
     "answer_of",
     "approval_form",
+    "argument_fields",
+    "edited_values",
+    "signature_field",
     "approval_key",
     "decision_field",
     "decision_of",
@@ -65,14 +69,51 @@ def approver_field(may_approve: Collection[str] | None, excluded: Collection[str
                            f" Not {', '.join(sorted(excluded))}: this run's policy excludes them." if excluded else "")))
 
 
+ARG_PREFIX = "arg_"  # an editable argument's field: `arg_<name>`, pre-filled with the proposed value
+
+
+def argument_fields(tool: type[BaseModel], values: dict[str, Any], names: Collection[str]) -> dict[str, Any]:
+    """Form fields for the arguments an approver may edit: each the tool's own field (type, bounds, enum, pattern:
+    so the SERVER validates an edit against the tool's schema before the run resumes), pre-filled with the proposed
+    value. Arguments not listed get no field, and the form forbids extra fields: the server refuses their edit."""
+    fields: dict[str, Any] = {}
+    for name in names:
+        info = copy(tool.model_fields[name])
+        info.default, info.default_factory = values.get(name), None
+        info.title = f"{name} (edit to change)"
+        info.description = (info.description or "") + " Proposed value pre-filled; what you leave here is what runs."
+        fields[ARG_PREFIX + name] = (info.annotation, info)
+    return fields
+
+
+def edited_values(response: Any, names: Collection[str]) -> dict[str, Any]:
+    """The editable arguments as the approver left them (JSON values)."""
+    dumped = response.model_dump(mode="json")
+    return {name: dumped[ARG_PREFIX + name] for name in names if ARG_PREFIX + name in dumped}
+
+
+def signature_field(command: str, required: bool) -> tuple[Any, Any]:
+    return (str, Field(default="", max_length=4000, title="Signature", description=(
+        ("Required: this call counts only signed approvals; an approval without a valid signature is recorded as "
+         "unverified and does not count. " if required else "Optional. ")
+        + f"To sign, run in a terminal instead of using this form: {command}")))
+
+
 def approval_form(digest: str, description: str, expires_at: str | None = None,
-                  may_approve: Collection[str] | None = None, excluded: Collection[str] = ()) -> type[RunInput]:
+                  may_approve: Collection[str] | None = None, excluded: Collection[str] = (),
+                  arguments: dict[str, Any] | None = None, sign_command: str = "",
+                  signed: bool = False) -> type[RunInput]:
     """The approval form for the proposal with this digest: decision (required), feedback, approver (see
-    approver_field for how the approval policy shapes it).
+    approver_field for how the approval policy shapes it), the editable `arguments` (argument_fields) and, with a
+    `sign_command`, the signature the CLI fills in (prefect_micro_agents.signing).
 
     The deadline goes into the Decision field's text too: it stays on screen below the description's scroll box.
     """
     from prefect.input import RunInput
+
+    extra: dict[str, Any] = dict(arguments or {})
+    if sign_command:
+        extra["signature"] = signature_field(sign_command, signed)
 
     model = create_model(
         "ApprovalInput",
@@ -88,7 +129,8 @@ def approval_form(digest: str, description: str, expires_at: str | None = None,
             "feedback": (str, Field(default="", max_length=2000, title="Feedback",
                                     description="Why, or what to do instead (sent to the agent).")),
             "approver": approver_field(may_approve, excluded),
-        },  # type: ignore[call-overload]
+            **extra,
+        },
     )
     return cast(type[RunInput], model.with_initial_data(description=description))
 

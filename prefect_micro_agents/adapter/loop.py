@@ -17,20 +17,32 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
 
-from prefect_micro_agents.adapter.forms import answer_form, answer_key, answer_of, approval_form, approval_key, decision_of
+from prefect_micro_agents.adapter.forms import (
+    answer_form,
+    answer_key,
+    answer_of,
+    approval_form,
+    approval_key,
+    argument_fields,
+    decision_of,
+    edited_values,
+)
 from prefect_micro_agents.adapter.logredact import install_log_redaction
 from prefect_micro_agents.approval_policy import ApprovalPolicy
 from prefect_micro_agents.adapter.publish import artifact_key, publish_thread, request_markdown, thread_markdown
 from prefect_micro_agents.adapter.ledger import ExecutionLedger
 from prefect_micro_agents.adapter.store import ThreadStore
-from prefect_micro_agents.adapter.tasks import approvers_snapshot, execute_call, llm_step
+from prefect_micro_agents.adapter.tasks import approvers_snapshot, execute_call, llm_step, verify_signature
 from prefect_micro_agents.binding import Binding, ToolContext
+from prefect_micro_agents.edits import changed, editable_fields
 from prefect_micro_agents.errors import ConfigurationError
 from prefect_micro_agents.llm import build_request, parse_reply, resolve_model
 from prefect_micro_agents.loop import drive
+from prefect_micro_agents.signing import ALLOWED_SIGNERS_ENV, signed_text
 from prefect_micro_agents.reducer import Action, AskModel, AwaitAnswer, AwaitApproval, Execute, model_steps
 from prefect_micro_agents.thread import (
     AnswerEvent,
@@ -105,15 +117,30 @@ class _FlowRun:
             suspend_key = approval_key(p.id, len(thread.for_proposal(DecisionEvent, p.id)))
             self._publish(thread, f"awaiting approval of {p.intent}", suspend_key)
             count = self.agent.tally(thread, p)
+            tool = self.agent.tool(p.intent)
+            assert tool is not None  # the reducer escalates an unknown tool before asking anyone
+            editable = editable_fields(tool, count.policy)
+            signers = self._allowed_signers()
+            sign = (f"microagents approve {self.scope} --digest {p.digest[:12]} --as <your name> --sign "
+                    "~/.ssh/id_ed25519" if count.policy.signed or signers else "")
             form = approval_form(p.digest, _request(self.agent, thread, p, "approval.md.j2", expires), expires,
-                                 count.may_approve, count.excluded)
+                                 count.may_approve, count.excluded, argument_fields(tool, p.args, editable), sign,
+                                 count.policy.signed)
             answer = _suspend(form, suspend_key, self.timeout, self.logger, f"approval of {p.intent} {p.args}",
                               self.scope)
             # The form's answer field is named after p.digest and the server refuses any other: bound.
-            decision: Literal["approved", "rejected"] = (
-                "approved" if decision_of(answer, p.digest) == "approve" else "rejected")
+            verdict = decision_of(answer, p.digest)
+            decision: Literal["approved", "rejected"] = "approved" if verdict == "approve" else "rejected"
+            approver = answer.approver or "unknown"
+            edits = changed(p, edited_values(answer, editable)) if decision == "approved" else {}
+            signature = str(getattr(answer, "signature", "") or "")
+            verified, verification = False, ""
+            if signature:
+                text = signed_text(self.scope, p.digest, verdict, approver, answer.feedback, edits)
+                verified, verification = verify_signature(text, signature, approver, signers, suspend_key)
             return DecisionEvent(proposal_id=p.id, proposal_digest=p.digest, decision=decision,
-                                 feedback=answer.feedback, approver=answer.approver or "unknown",
+                                 feedback=answer.feedback, approver=approver, edits=edits, signature=signature,
+                                 verified=verified, verification=verification,
                                  at=_answered_at(self.scope, suspend_key))
         suspend_key = answer_key(p.id, len(thread.for_proposal(AnswerEvent, p.id)))
         self._publish(thread, f"waiting for an answer to {p.id}", suspend_key)
@@ -121,6 +148,12 @@ class _FlowRun:
         reply_in = _suspend(form, suspend_key, self.timeout, self.logger, f"an answer to {p.args}", self.scope)
         return AnswerEvent(proposal_id=p.id, answer=answer_of(reply_in, p.digest), by=reply_in.by or "unknown",
                            at=_answered_at(self.scope, suspend_key))
+
+    def _allowed_signers(self) -> str | None:
+        """The allowed-signers file: the approvers file's `allowed_signers`, else $AGENT_ALLOWED_SIGNERS."""
+        found = self.agent.approvers.allowed_signers_path() if self.agent.approvers is not None else None
+        where = str(found) if found is not None else os.environ.get(ALLOWED_SIGNERS_ENV) or None
+        return str(Path(where).expanduser().resolve()) if where else None
 
     def began(self, key: str) -> bool:
         return ExecutionLedger().status(key)[0] == "started"

@@ -40,6 +40,10 @@ def summarize(event: Event, *, void: bool = False, not_counted: str = "") -> str
                 text += " (made for another version of the call: not executed, asked again)"
             elif not_counted:
                 text = f"NOT COUNTED {noun} by {event.approver} at {event.at:%Y-%m-%d %H:%M:%S}Z: {not_counted}"
+            if event.edits:
+                text += f"; edits {compact(event.edits)}" + (f" refused: {event.edit_error}" if event.edit_error else "")
+            if event.signature:
+                text += "; signature verified" if event.verified else "; signature NOT verified"
         case "answer":
             text = f"{event.by}: {event.answer}"
         case "receipt":

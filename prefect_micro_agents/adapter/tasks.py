@@ -24,7 +24,7 @@ from prefect_micro_agents.llm import LLMReply, LLMRequest, call_model
 from prefect_micro_agents.thread import ErrorEvent, ResultEvent
 from prefect_micro_agents.tools import Tool
 
-__all__ = ["approvers_snapshot", "execute_call", "llm_step", "run_scoped_key"]
+__all__ = ["approvers_snapshot", "execute_call", "llm_step", "run_scoped_key", "verify_signature"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,30 @@ def approvers_snapshot() -> Approvers | None:
 
     found = _approvers_task()
     return None if found is None else Approvers.model_validate(found)
+
+
+def _verify_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    return f"verify-{context.task_run.flow_run_id}-{parameters['suspend_key']}"
+
+
+@task(name="verify-signature", persist_result=True, cache_key_fn=_verify_key,
+      task_run_name="verify signature {suspend_key}")
+def _verify_task(text: str, signature: str, principal: str, allowed_signers: str | None,
+                 suspend_key: str) -> tuple[bool, str]:
+    from pathlib import Path
+
+    from prefect_micro_agents.signing import verify
+
+    found = verify(text.encode(), signature, principal, Path(allowed_signers) if allowed_signers else None)
+    return found.verified, found.detail
+
+
+def verify_signature(text: bytes, signature: str, principal: str, allowed_signers: str | None,
+                     suspend_key: str) -> tuple[bool, str]:
+    """Whether `signature` is `principal`'s signature of `text` (prefect_micro_agents.signing.verify), checked once
+    per answer (`suspend_key`) and persisted: a replay records the same verdict even if the allowed-signers file
+    changed since (a key revoked later does not undo what ran; a key revoked before the check is refused)."""
+    return tuple(_verify_task(text.decode(), signature, principal, allowed_signers, suspend_key))  # type: ignore[return-value]
 
 
 def _execute_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
