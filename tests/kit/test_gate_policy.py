@@ -17,6 +17,7 @@ from prefect_micro_agents.adapter.store import ThreadStore
 from prefect_micro_agents.testing.scripted import ScriptedModel
 from prefect_micro_agents.thread import DecisionEvent, ProposalEvent, ReceiptEvent
 from expense_gate import DEPLOYMENT, DONE, FLOW, PAY, RECEIPT as RECEIPT_VALUE, start
+from ssh_keys import allowed_signers, keypair
 from prefect_harness import Served, flow_state, lines, next_pause, wait_state
 
 pytestmark = pytest.mark.slow
@@ -49,12 +50,6 @@ quorum = 2
 editable = ["receipt"]
 """
 OTHER = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d"  # the receipt an approver corrects the call to
-
-
-def keypair(folder: Path, name: str) -> Path:
-    key = folder / f"id_{name}"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)], check=True)
-    return key
 
 
 @pytest.fixture
@@ -127,8 +122,7 @@ def test_only_a_verified_signature_counts_and_tampered_ones_are_recorded_unverif
     from prefect_micro_agents.signing import sign, signed_text
 
     alice, bob = keypair(tmp_path, "alice"), keypair(tmp_path, "bob")
-    (tmp_path / "allowed_signers").write_text(
-        "".join(f"{n} {(k.with_suffix('.pub')).read_text()}" for n, k in (("alice", alice), ("bob", bob))))
+    allowed_signers(tmp_path / "allowed_signers", alice=alice, bob=bob)
     scripted.enqueue(PAY, DONE)
     run = start(policed, http, scripted, effects)
     key = next_pause(http, run)
