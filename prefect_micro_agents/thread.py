@@ -115,6 +115,9 @@ class DecisionEvent(_Event):
     verified: bool = False
     verification: str = ""
 
+    def __hash__(self) -> int:  # hashable despite `edits` (a dict): records keep decisions in sets
+        return hash(canonical_json(self.model_dump(mode="json")))
+
 
 class AnswerEvent(_Event):
     """A human's answer to a question the agent asked with a `human` tool."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import textwrap
 import time
 from collections.abc import Iterator
@@ -22,18 +21,14 @@ from prefect_micro_agents.testing import LocalPrefectServer, ScriptedModel
 from flows.sample_app import SampleAppManifest, create_sample_app
 from flows.targets import LocalTargets
 from flows.targets.httpget import http_get
-from flows.targets.processes import is_alive
 from flows.targets.settings import TargetSettings
-from prefect_harness import Served, create_run, flow_state, lines, next_pause, run_logs, wait_engine_exit, wait_state
+from pipeline_support import call, deploy_prod, local_settings, start
+from prefect_harness import Served, flow_state, lines, next_pause, run_logs, wait_engine_exit, wait_state
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOYMENT = "deploy-pipeline/local"
-
-
-def call(intent: str, **args: str) -> dict[str, Any]:
-    return {"call": {"intent": intent, **args}}
 
 
 @pytest.fixture(scope="module")
@@ -62,27 +57,7 @@ def approvals(prefect_server: LocalPrefectServer) -> Iterator[ApprovalsClient]:
 @pytest.fixture
 def settings(tmp_path: Path, sample: SampleAppManifest) -> Iterator[TargetSettings]:
     """Local staging/production of the sample app under tmp_path; every process they start is stopped after."""
-    settings = TargetSettings(root=str(tmp_path / "envs"), repo=sample.repo)
-    yield settings
-    local = settings.build()
-    assert isinstance(local, LocalTargets)
-    history = local.store.read().history
-    local.stop_all()
-    pids = {h.result.pid for h in history if h.result and h.result.pid}
-    assert not [pid for pid in pids if is_alive(pid)], "service processes left running"
-    for ports in local.store.read().ports.values():
-        for port in ports.values():
-            with socket.socket() as sock:
-                assert sock.connect_ex(("127.0.0.1", port)) != 0, f"something still listens on port {port}"
-
-
-def start(served: Served, http: httpx.Client, sha: str, model: ScriptedModel | None,
-          targets: TargetSettings | dict[str, Any], **params: Any) -> str:
-    targets = targets.model_dump() if isinstance(targets, TargetSettings) else targets
-    parameters = {"sha": sha, "targets": targets, "source": "git.push", "actor": "ci", **params}
-    if model is not None:
-        parameters["model"] = model.model
-    return create_run(http, served.deployment_id, parameters)  # type: ignore[attr-defined]
+    yield from local_settings(tmp_path, sample)
 
 
 def report_rows(http: httpx.Client, run: str) -> list[dict[str, Any]]:
@@ -95,12 +70,6 @@ def report_rows(http: httpx.Client, run: str) -> list[dict[str, Any]]:
 
 def prod_history(local: LocalTargets) -> list[tuple[str, str, str, str]]:
     return [(h.service, h.action, h.sha, h.status) for h in local.state("production").history]
-
-
-def deploy_prod(local: LocalTargets, sha: str) -> None:
-    """What production runs before the pipeline starts (deployed by an earlier release)."""
-    for service in ("backend", "frontend"):
-        assert local.deploy(service, "production", sha).ok
 
 
 def assert_clean_failure(http: httpx.Client, run: str, state: dict[str, Any], outcome: str) -> None:
