@@ -26,7 +26,7 @@ from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
-from prefect_micro_agents.adapter import failed, run_agent, run_scoped_key
+from prefect_micro_agents.adapter import failed, run_agent, run_scoped_key, with_approvers
 from prefect_micro_agents.adapter.logredact import install_log_redaction
 from prefect_micro_agents.adapter.recovery import begin_attempt
 from agents.deploybot import DEPLOY_AGENT
@@ -193,7 +193,7 @@ def deploy_pipeline(
     deployed = run_agent(DEPLOY_AGENT, thread, deploy_tools(targets, full), model=model,
                          approval_timeout_s=approval_timeout_s)
     after = fetch_state(targets, "production", "after-deploy")
-    rows += report.agent_rows("deploy", deployed, after.history)
+    rows += report.agent_rows("deploy", deployed, after.history, with_approvers(DEPLOY_AGENT))
     prod_e2e: E2EReport | None = None
     rollback: Thread | None = None
     final: EnvState | None = None
@@ -204,11 +204,11 @@ def deploy_pipeline(
         rows.append(report.e2e_row(prod_e2e, "after deploy"))
     if prod_e2e is not None and outcomes.needs_rollback(prod_e2e):
         thread = prefetch.rollback_thread(_run_id(), full, actor=actor, deployed=deployed, prod_e2e=prod_e2e,
-                                          prod=after, tags=tags)
+                                          prod=after, tags=tags, policies=with_approvers(DEPLOY_AGENT))
         rollback = run_agent(ROLLBACK_AGENT, thread, rollback_tools(targets), model=model,
                              approval_timeout_s=approval_timeout_s)
         final = fetch_state(targets, "production", "after-rollback")
-        rows += report.agent_rows("rollback", rollback, final.history)
+        rows += report.agent_rows("rollback", rollback, final.history, with_approvers(ROLLBACK_AGENT))
         if outcomes.needs_e2e_again(rollback):
             again = run_e2e(targets, "production", "after-rollback")
             rows.append(report.e2e_row(again, "after rollback"))

@@ -15,11 +15,13 @@ from prefect_micro_agents.thread import (
     DoneEvent,
     EscalationEvent,
     ProposalEvent,
+    ReceiptEvent,
     ResultEvent,
     Thread,
     TriggerEvent,
 )
-from prefect_micro_agents.reducer import valid_approval
+from prefect_micro_agents.reducer import void_decisions
+from prefect_micro_agents.tools import Agent
 from flows import outcomes
 from flows.targets.base import SERVICES, E2EReport, EnvState
 from flows.targets.gitinfo import RepoTags
@@ -107,20 +109,24 @@ def previous_releases(state: EnvState, tags: dict[str, list[str]] | None = None,
     return result
 
 
-def deploy_summary(thread: Thread, sha: str) -> dict[str, Any]:
-    """The deploy agent's thread in a few lines: what was asked, what ran (approved by whom), how it ended."""
+def deploy_summary(thread: Thread, sha: str, policies: Agent | None = None) -> dict[str, Any]:
+    """The deploy agent's thread in a few lines: what was asked, what ran (approved by whom: the receipt's counted
+    approvers), how it ended. `policies`: the agent whose approval policies judged the decisions; a decision they did
+    not count (or one made for another version of the call) is left out."""
     ran, rejected = [], []
     results = {e.proposal_id: e for e in thread.of_type(ResultEvent)}
+    void = void_decisions(thread, policies)
+    counted = [e for i, e in enumerate(thread.events) if isinstance(e, DecisionEvent) and i not in void]
     for p in thread.of_type(ProposalEvent):
-        decisions = [d for d in thread.for_proposal(DecisionEvent, p.id) if d.proposal_digest == p.digest]  # not void
-        approved = valid_approval(thread, p)
         rejected += [{"call": p.intent, "by": d.approver, "feedback": d.feedback or "-"}
-                     for d in decisions if d.decision == "rejected"]
-        if p.id in results and approved is not None:
+                     for d in counted if d.proposal_id == p.id and d.decision == "rejected"]
+        receipt = next(iter(thread.for_proposal(ReceiptEvent, p.id)), None)
+        approvals = [d.approver for d in counted if d.proposal_id == p.id and d.decision == "approved"]
+        by = (", ".join(receipt.approvers) or receipt.approver) if receipt is not None else ", ".join(approvals)
+        if p.id in results and by:
             out = results[p.id].output
             ok = out.get("ok") if isinstance(out, dict) else None
-            ran.append({"call": p.intent, "sha": str(p.args.get("sha", "")), "approved_by": approved.approver,
-                        "ok": ok})
+            ran.append({"call": p.intent, "sha": str(p.args.get("sha", "")), "approved_by": by, "ok": ok})
     end = thread.events[-1] if thread.events else None
     ended = (f"done: {end.message}" if isinstance(end, DoneEvent) else
              f"escalated: {end.reason}" if isinstance(end, EscalationEvent) else "unfinished")
@@ -153,14 +159,14 @@ def people(sha: str, commits: Any) -> tuple[ContextEvent, ...]:
 
 
 def rollback_thread(run_id: str, sha: str, *, actor: str, deployed: Thread, prod_e2e: E2EReport,
-                    prod: EnvState, tags: RepoTags) -> Thread:
+                    prod: EnvState, tags: RepoTags, policies: Agent | None = None) -> Thread:
     """A fresh thread for the rollback agent: the deploy in brief, the failure, and the releases to go back to."""
     what = outcomes.describe(outcomes.changes(deployed)) or "nothing"
     return Thread(id=f"rollback-{run_id}", events=(
         TriggerEvent(source="deploy-pipeline", actor=actor,
                      request=f"production e2e failed after this run (for {sha}) deployed {what}; put production back "
                              "on a working release"),
-        ContextEvent(name="deploy_summary", payload=deploy_summary(deployed, sha)),
+        ContextEvent(name="deploy_summary", payload=deploy_summary(deployed, sha, policies)),
         ContextEvent(name="prod_e2e", payload=e2e_failure(prod_e2e)),
         ContextEvent(name="previous_releases", payload=previous_releases(prod, tags.by_sha)),
     ))

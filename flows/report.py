@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from prefect_micro_agents.prompts import abbreviate_hex, compact
-from prefect_micro_agents.reducer import void_decisions
+from prefect_micro_agents.reducer import DIGEST_MISMATCH, void_decisions
 from prefect_micro_agents.thread import (
     AnswerEvent,
     DecisionEvent,
@@ -23,6 +23,7 @@ from prefect_micro_agents.thread import (
     ResultEvent,
     Thread,
 )
+from prefect_micro_agents.tools import Agent
 from flows.targets.base import DeployResult, E2EReport, HistoryEntry
 
 __all__ = ["COLUMNS", "agent_rows", "deploy_row", "e2e_row", "outcome_row", "step_row"]
@@ -65,16 +66,20 @@ def e2e_row(report: E2EReport, label: str = "") -> dict[str, Any]:
                     at=report.started_at, seconds=report.duration_ms / 1000)
 
 
-def agent_rows(agent: str, thread: Thread, history: list[HistoryEntry]) -> list[dict[str, Any]]:
-    """One row per proposal (with its decisions and execution) and one for how the agent ended."""
+def agent_rows(agent: str, thread: Thread, history: list[HistoryEntry],
+               policies: Agent | None = None) -> list[dict[str, Any]]:
+    """One row per proposal (with its decisions and execution) and one for how the agent ended. `policies`: the agent
+    whose approval policies judged the decisions (run_agent's, `with_approvers`): a decision they did not count is
+    reported as not counted, with why, never as "approved by"."""
     executions = {h.idempotency_key: h for h in history if h.idempotency_key}
-    void = {thread.events[i] for i in void_decisions(thread)}
+    why = {thread.events[i]: reason for i, reason in void_decisions(thread, policies).items()}
+    void = set(why)
     rows = []
     for p in thread.of_type(ProposalEvent):
         what = f"{p.intent} {compact(p.args)}".strip()
         decisions = thread.for_proposal(DecisionEvent, p.id)
         answers = thread.for_proposal(AnswerEvent, p.id)
-        said = [_decided(d, void=d in void) for d in decisions]
+        said = [_decided(d, why.get(d, "")) for d in decisions]
         said += [f"answered by {a.by}: {a.answer}" for a in answers]
         by = "; ".join(said)
         decisions = [d for d in decisions if d not in void]
@@ -107,11 +112,14 @@ def agent_rows(agent: str, thread: Thread, history: list[HistoryEntry]) -> list[
     return rows
 
 
-def _decided(d: DecisionEvent, *, void: bool) -> str:
-    if void:
-        noun = "approval" if d.decision == "approved" else "rejection"
+def _decided(d: DecisionEvent, why: str) -> str:
+    noun = "approval" if d.decision == "approved" else "rejection"
+    if why == DIGEST_MISMATCH:
         return f"VOID {noun} by {d.approver} (made for another version of the call; not executed)"
-    return f"{d.decision} by {d.approver}" + (f": {d.feedback}" if d.feedback else "")
+    signed = (" (signed, verified)" if d.verified else " (signature not verified)") if d.signature else ""
+    if why:
+        return f"NOT COUNTED {noun} by {d.approver}{signed}: {why}"
+    return f"{d.decision} by {d.approver}{signed}" + (f": {d.feedback}" if d.feedback else "")
 
 
 def outcome_row(outcome: str, message: str, *, at: datetime, seconds: float) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from prefect_micro_agents.approval_policy import ApprovalPolicy, Approvers, load_approvers
 from prefect_micro_agents.binding import Binding, ToolContext, ToolImpl, bind
 from prefect_micro_agents.errors import AgentError, ConfigurationError, ProviderError, ThreadError
 from prefect_micro_agents.secrets import redact, redacted, register_secret
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 __all__ = [
     "Agent",
     "AgentError",
+    "ApprovalPolicy",
+    "Approvers",
     "AnswerEvent",
     "ApprovalsClient",
     "Binding",
@@ -72,6 +75,7 @@ __all__ = [
     "failed",
     "redact",
     "redacted",
+    "load_approvers",
     "register_secret",
     "run_agent",
     "run_scoped_key",

@@ -261,8 +261,9 @@ def tally(policy: ApprovalPolicy, groups: dict[str, tuple[str, ...]], thread: Th
         elif decision.decision == "rejected":
             rejected = rejected or decision
         elif policy.signed and not decision.verified:
-            ignored.append((decision, f"{decision.approver}'s approval is not verified "
-                                      f"({decision.verification or 'not signed'}); this call needs signed approvals"))
+            why = decision.verification or "not signed"
+            ignored.append((decision, f"{decision.approver}'s approval is not verified ({why}), and this call needs "
+                                      "signed approvals"))
         elif decision.edit_error:
             ignored.append((decision, f"{decision.approver}'s edits were refused: {decision.edit_error}"))
         elif decision.edits:

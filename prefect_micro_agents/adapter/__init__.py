@@ -6,14 +6,14 @@ server helper do not import prefect at all, so they start fast.
 
 from typing import Any
 
-__all__ = ["failed", "run_agent", "run_scoped_key"]
+__all__ = ["failed", "run_agent", "run_scoped_key", "with_approvers"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "run_agent":
-        from prefect_micro_agents.adapter.loop import run_agent
+    if name in ("run_agent", "with_approvers"):
+        from prefect_micro_agents.adapter import loop
 
-        return run_agent
+        return getattr(loop, name)
     if name == "failed":
         from prefect_micro_agents.adapter.failure import failed
 

@@ -55,7 +55,7 @@ from prefect_micro_agents.thread import (
 )
 from prefect_micro_agents.tools import Agent, Tool
 
-__all__ = ["APPROVAL_TIMEOUT_ENV", "run_agent"]
+__all__ = ["APPROVAL_TIMEOUT_ENV", "run_agent", "with_approvers"]
 
 APPROVAL_TIMEOUT_ENV = "AGENT_APPROVAL_TIMEOUT_S"
 DEFAULT_APPROVAL_TIMEOUT_S = 24 * 3600
@@ -84,12 +84,19 @@ def run_agent(
         raise ConfigurationError("run_agent must be called inside a Prefect flow run (a @flow function)")
     install_log_redaction()  # this run's log records, to the API and the console, engine tracebacks included
     ExecutionLedger().locks  # noqa: B018 - a lock that cannot cover the result storage fails here, before any step
-    if agent.approvers is None and (approvers := approvers_snapshot()) is not None:
-        agent = replace(agent, approvers=approvers)  # checked now: an unknown group fails before any step
+    agent = with_approvers(agent)  # checked now: an unknown group fails before any step
     timeout = approval_timeout_s or float(os.environ.get(APPROVAL_TIMEOUT_ENV, DEFAULT_APPROVAL_TIMEOUT_S))
     effects = _FlowRun(agent, run_id, resolve_model(model), llm_options, timeout, get_run_logger(), ThreadStore(),
                        artifact_key(agent.name, run_id), on_event)
     return drive(agent, thread, tools, effects)
+
+
+def with_approvers(agent: Agent) -> Agent:
+    """`agent` as run_agent holds it in this flow run: with the approvers file the run read first applied (a persisted
+    task: the same file on every replay). Records written after the agent ran (a report) judge its decisions by it."""
+    if agent.approvers is None and (approvers := approvers_snapshot()) is not None:
+        return replace(agent, approvers=approvers)
+    return agent
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from prefect_micro_agents import ToolContext, bind
 from prefect_micro_agents.adapter import failed, run_agent, run_scoped_key
 from prefect_micro_agents.adapter.recovery import RECOVER_TAG, begin_attempt
 from prefect_micro_agents.adapter.serving import serve_deployments
+from prefect_micro_agents.approval_policy import load_approvers
 from prefect_micro_agents.thread import ContextEvent, Event, Thread, TriggerEvent
 from toy_agent import AGENT, FileExpense, LookUpReceipt, PayExpense
 
@@ -66,7 +68,8 @@ def look_up(call: LookUpReceipt, ctx: ToolContext) -> dict[str, Any]:
 
 
 @flow(name="expense-gate", persist_result=True)
-def expense_gate(receipt: str, effects_dir: str, model: str, approval_timeout_s: float = 3600) -> Any:
+def expense_gate(receipt: str, effects_dir: str, model: str, approval_timeout_s: float = 3600,
+                 approvers_file: str = "") -> Any:
     effects = Path(effects_dir)
     _append(effects, "pids.log", str(os.getpid()))
     if (exhausted := begin_attempt()) is not None:
@@ -86,7 +89,9 @@ def expense_gate(receipt: str, effects_dir: str, model: str, approval_timeout_s:
 
     tools = [bind(PayExpense, money_tool("pay", effects)), bind(FileExpense, money_tool("file", effects)),
              bind(LookUpReceipt, look_up)]
-    final = run_agent(AGENT, thread, tools, model=model, approval_timeout_s=approval_timeout_s, on_event=on_event)
+    # An approvers file for this run only (the UI test's policy); a deployment names its file in AGENT_APPROVERS_FILE.
+    agent = replace(AGENT, approvers=load_approvers(approvers_file)) if approvers_file else AGENT
+    final = run_agent(agent, thread, tools, model=model, approval_timeout_s=approval_timeout_s, on_event=on_event)
     return final.events[-1].type
 
 

@@ -145,7 +145,7 @@ def test_a_signed_only_policy_counts_verified_approvals_and_says_why_others_do_n
     unsigned = thread.append(decide(thread, p, "alice"))
     assert next_action(agent, unsigned) == AwaitApproval(p)
     assert agent.tally(unsigned, p).ignored[0][1] == \
-        "alice's approval is not verified (not signed); this call needs signed approvals"
+        "alice's approval is not verified (not signed), and this call needs signed approvals"
     bad = thread.append(decide(thread, p, "alice", signature="x", verification="signature does not verify"))
     assert "(signature does not verify)" in agent.tally(bad, p).ignored[0][1]
     good = thread.append(decide(thread, p, "alice", signature="x", verified=True, verification="Good"))

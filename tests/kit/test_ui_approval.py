@@ -250,3 +250,76 @@ def test_reject_then_approve_in_the_prefect_ui(request: pytest.FixtureRequest, t
     print(f"\nUI approval test: {time.monotonic() - started:.1f} s after the fixtures; {len(shots.taken)} screenshots "
           f"in {shots.directory}; off-host requests blocked: {len(browser.blocked)}; Resume retried: {retries}")
     print("step seconds (step, screenshot):", shots.timings)
+
+
+EDIT_AND_QUORUM = """
+[tools.pay_expense]
+approvers = ["alice", "bob"]
+quorum = 2
+editable = ["receipt"]
+"""
+CORRECTED = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d"  # the receipt alice corrects the payment to
+
+
+def test_approve_with_an_edit_and_a_quorum_of_two_in_the_prefect_ui(request: pytest.FixtureRequest,
+                                                                     tmp_path: Path) -> None:
+    problem = require_chromium()
+    if problem:
+        pytest.fail(f"the UI approval test needs a browser: {problem}", pytrace=False)
+    browser: Browser = request.getfixturevalue("browser")
+    shots: Screenshots = request.getfixturevalue("shots")
+    ui_server: LocalPrefectServer = request.getfixturevalue("ui_server")
+    served: Served = request.getfixturevalue("served")
+    http: httpx.Client = request.getfixturevalue("http")
+
+    (tmp_path / "approvers.toml").write_text(EDIT_AND_QUORUM)
+    scripted = ScriptedModel(tmp_path / "scripted-model")
+    scripted.enqueue(PAY, DONE)
+    effects = tmp_path / "effects"
+    effects.mkdir()
+    run = create_run(http, served.deployment_id,  # type: ignore[attr-defined]
+                     {"receipt": RECEIPT, "effects_dir": str(effects), "model": scripted.model,
+                      "approvers_file": str(tmp_path / "approvers.toml")})
+    key1 = next_pause(http, run)
+    page = browser.new_page()
+    ui = RunPage(page, f"{ui_server.ui_url}/v2/runs/flow-run/{run}")
+    with ApprovalsClient(ui_server.api_url, ui_server.auth_string) as approvals:
+        field1 = approvals.show(run).field
+        with shots.step(page, "quorum 1 - the proposal with its policy and an editable receipt"):
+            dialog = ui.open(state="Suspended").resume_dialog()
+            assert "pay_expense" in dialog.proposal_heading()
+            assert dialog.root.get_by_text("2 distinct approvals from alice, bob").first.is_visible()
+            assert dialog.value("receipt (edit to change)") == RECEIPT  # pre-filled with the proposed value
+        with shots.step(page, "quorum 1 - alice approves with the receipt corrected"):
+            dialog.choose("Decision", "approve")
+            dialog.fill("receipt (edit to change)", CORRECTED)
+            dialog.fill("Feedback", "wrong receipt: this is the lunch")
+            dialog.choose("Approver", "alice")
+            dialog.show_form_end()
+        with shots.step(page, "quorum 1 - submitted"):
+            sent = dialog.submit()
+        assert sent[field1] == "approve" and sent["arg_receipt"] == CORRECTED and sent["approver"] == "alice", sent
+
+        key2 = next_pause(http, run, after=key1)
+        assert lines(effects / "pay.log") == []  # one approval of two: nothing ran
+        second = approvals.show(run)
+        assert second.field != field1 and second.may_approve == ("bob",)
+        with shots.step(page, "quorum 2 - the edited call, approved by alice, waiting for bob"):
+            dialog = ui.open(state="Suspended").resume_dialog()
+            assert dialog.root.get_by_text("approved by alice (1 of 2); 1 more needed from bob").first.is_visible()
+            assert dialog.value("receipt (edit to change)") == CORRECTED
+        with shots.step(page, "quorum 2 - bob approves the edited call"):
+            dialog.choose("Decision", "approve")
+            dialog.choose("Approver", "bob")
+            dialog.show_form_end()
+        with shots.step(page, "quorum 2 - submitted"):
+            sent = dialog.submit()
+        assert sent[second.field] == "approve" and sent["approver"] == "bob", sent
+
+    wait_state(http, run, {"COMPLETED"}, timeout=120)
+    assert key2 != key1
+    paid = lines(effects / "pay.log")
+    assert len(paid) == 1 and paid[0].endswith(CORRECTED), paid  # the edited call, once
+    with shots.step(page, "edited payment completed"):
+        ui.open()
+        ui.wait_for_state("Completed")
