@@ -121,9 +121,12 @@ def approval_form(digest: str, description: str, expires_at: str | None = None,
         **{
             decision_field(digest): (Decision, Field(
                 title="Decision",
-                description="approve: the call runs once, exactly as shown. reject: nothing runs; your feedback "
-                            "goes to the agent." + (f" Decide before {expires_at}: after that the run fails and "
-                                                    "nothing runs." if expires_at else ""),
+                description=(
+                    "approve: the call runs once, exactly as shown"
+                    + (" or as you edit it below (an edited call is proposed in its place, approved by you)"
+                       if arguments else "")
+                    + ". reject: nothing runs; your feedback goes to the agent."
+                    + (f" Decide before {expires_at}: after that the run fails and nothing runs." if expires_at else "")),
                 json_schema_extra={DIGEST_SCHEMA_KEY: digest},
             )),
             "feedback": (str, Field(default="", max_length=2000, title="Feedback",
