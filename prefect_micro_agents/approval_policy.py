@@ -22,6 +22,11 @@ bound to the proposal's digest and its approver is allowed (named, directly or t
 anyone) and not excluded in this run; one person counts once however often they approve. The call runs when
 `quorum` distinct people approved; a rejection by any allowed approver rejects it.
 
+`signed = true`: only approvals whose SSH signature the flow verified count (prefect_micro_agents.signing); an
+unsigned or unverified one is recorded and does not count. `editable`: arguments an approver may change while
+approving (prefect_micro_agents.edits); a valid edit replaces the call with the edited one, which needs its own
+quorum (the editor's approval counts toward it).
+
 Exclusions name roles whose holder in this run may not approve: `trigger_actor` (the TriggerEvent's actor) or any
 key of a ContextEvent named `people` (the deploy pipeline records `commit_author` there). A role the thread does not
 name cannot be checked, so nobody can approve (the reducer escalates with the reason): fail closed.

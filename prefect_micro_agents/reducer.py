@@ -2,8 +2,9 @@
 
 Policies are enforced here, in code: an `approve` tool reaches `Execute` only with approvals whose digest matches
 the proposal as it stands, from as many distinct allowed people as its approval policy's quorum, none of them
-excluded in this run (prefect_micro_agents.approval_policy); a rejection settles a proposal only when it would have
-counted as an approval. Nothing the model writes can change that.
+excluded in this run, verified where the policy asks for signatures (prefect_micro_agents.approval_policy); a
+rejection, or an approval with valid edits (the edited call takes the proposal's place: prefect_micro_agents.edits),
+settles a proposal only when it would have counted as an approval. Nothing the model writes can change that.
 """
 
 from __future__ import annotations
