@@ -17,12 +17,16 @@ import httpx
 import pytest
 
 import purity
+from prefect_micro_agents.adapter.approvals import ApprovalsClient
 from prefect_micro_agents.approval_policy import Approvers, PolicyOverride
 from prefect_micro_agents.audit import AUDIT_FIELDS, audit_records
 from prefect_micro_agents.reducer import DIGEST_MISMATCH
+from prefect_micro_agents.testing.scripted import ScriptedModel
 from prefect_micro_agents.thread import (
     AnswerEvent, DecisionEvent, ErrorEvent, ProposalEvent, ReceiptEvent, ResultEvent, Thread,
 )
+from expense_gate import DONE, FILE, PAY, RECEIPT, start
+from prefect_harness import Served, lines, next_pause, wait_state
 from toy_agent import AGENT, AT, NEW, expense_context, proposal
 
 LATER = AT + timedelta(minutes=5)
@@ -149,3 +153,61 @@ def test_fields_added_to_decisions_and_proposals_reach_the_record_without_a_chan
     extra = {k: record[k] for k in tuple(record)[len(AUDIT_FIELDS):]}
     assert extra == {"signature": "sig-1", "verified_by": "key:alice@example.org", "proposal_edited_by": "alice",
                      "proposal_edited_from": "d" * 64}
+
+
+def audit_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`microagents audit` in its own process, against the session server (PREFECT_API_URL in the environment)."""
+    return subprocess.run([sys.executable, "-m", "prefect_micro_agents.cli", "audit", *args], env=dict(os.environ),
+                          capture_output=True, text=True, timeout=120)
+
+
+def records_of(out: subprocess.CompletedProcess[str], run: str) -> list[dict[str, Any]]:
+    assert out.returncode == 0, out.stderr
+    return [r for r in map(json.loads, out.stdout.splitlines()) if r["run_id"] == run]  # other tests' runs aside
+
+
+@pytest.mark.slow
+def test_the_served_gate_publishes_an_audit_trail_that_microagents_audit_exports_after_the_run(
+        gate: Served, http: httpx.Client, approvals: ApprovalsClient, scripted: ScriptedModel, effects: Path) -> None:
+    since = (datetime.now(UTC) - timedelta(seconds=5)).isoformat()
+    scripted.enqueue(FILE, PAY, DONE)
+    run = start(gate, http, scripted, effects)
+    key1 = next_pause(http, run)
+    digest_file = approvals.show(run).proposal_digest
+    approvals.reject(run, "alice", "pay it first")
+    next_pause(http, run, after=key1)
+    digest_pay = approvals.show(run).proposal_digest
+    approvals.approve(run, "bob")
+    wait_state(http, run, {"COMPLETED"}, timeout=120)
+    [paid_line] = lines(effects / "pay.log")
+
+    # One version per change of the records (the rejection; the approval; the payment's result); the resumes
+    # replayed the rejection and the approval, and the end changed nothing: no duplicate rows, no extra versions.
+    versions = http.post("/artifacts/filter", json={"artifacts": {"key": {"any_": [f"audit-expense-{run}"]}}}).json()
+    assert len(versions) == 3 and {v["type"] for v in versions} == {"table"}
+    assert len(json.loads(max(versions, key=lambda v: v["created"])["data"])) == 2
+
+    # The trail outlives the run: its flow run is deleted, the audit artifact and the export stay.
+    assert http.delete(f"/flow_runs/{run}").status_code == 204
+    rejected, approved = records_of(audit_cli("--since", since), run)
+    assert (rejected["decision"], rejected["approver"], rejected["feedback"], rejected["intent"]) == (
+        "rejected", "alice", "pay it first", "file_expense")
+    assert rejected["proposal_digest"] == digest_file and rejected["executed"] is None
+    assert (approved["decision"], approved["approver"], approved["intent"], approved["args"]) == (
+        "approved", "bob", "pay_expense", {"receipt": RECEIPT})
+    assert approved["proposal_digest"] == digest_pay and approved["counted"] is True
+    key = approved["executed"]["idempotency_key"]
+    assert paid_line == f"{key} {RECEIPT}" and approved["executed"]["approvers"] == ["bob"]  # what ran, under which key
+    assert approved["result"] == {"output": {"book": "pay", "receipt": RECEIPT}}
+    assert (approved["flow_name"], approved["deployment"], approved["agent"]) == ("expense-gate", "gate", "expense")
+    assert approved["trigger"]["actor"] == "pytest"
+    at = [datetime.fromisoformat(r["at"]) for r in (rejected, approved)]
+    assert datetime.fromisoformat(since) <= at[0] < at[1] <= datetime.now(UTC)  # the server's times of the answers
+
+    assert records_of(audit_cli("--since", since, "--approver", "BOB", "--intent", "pay_expense"), run) == [approved]
+    assert records_of(audit_cli("--since", since, "--until", approved["at"]), run) == [rejected]
+    future = audit_cli("--since", (datetime.now(UTC) + timedelta(days=1)).date().isoformat())
+    assert future.returncode == 0 and future.stdout == ""
+    bad = audit_cli("--since", "last tuesday")
+    assert bad.returncode != 0 and bad.stdout == ""
+    assert "--since: 'last tuesday' is not an ISO date or datetime (e.g. 2026-11-26" in bad.stderr
