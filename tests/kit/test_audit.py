@@ -26,7 +26,7 @@ from prefect_micro_agents.thread import (
     AnswerEvent, DecisionEvent, ErrorEvent, ProposalEvent, ReceiptEvent, ResultEvent, Thread,
 )
 from expense_gate import DONE, FILE, PAY, RECEIPT, start
-from prefect_harness import Served, lines, next_pause, wait_state
+from prefect_harness import Served, lines, next_pause, retrying, wait_state
 from toy_agent import AGENT, AT, NEW, expense_context, proposal
 
 LATER = AT + timedelta(minutes=5)
@@ -183,12 +183,13 @@ def test_the_served_gate_publishes_an_audit_trail_that_microagents_audit_exports
 
     # One version per change of the records (the rejection; the approval; the payment's result); the resumes
     # replayed the rejection and the approval, and the end changed nothing: no duplicate rows, no extra versions.
-    versions = http.post("/artifacts/filter", json={"artifacts": {"key": {"any_": [f"audit-expense-{run}"]}}}).json()
+    versions = retrying(http.post, "/artifacts/filter",
+                        json={"artifacts": {"key": {"any_": [f"audit-expense-{run}"]}}}).json()
     assert len(versions) == 3 and {v["type"] for v in versions} == {"table"}
     assert len(json.loads(max(versions, key=lambda v: v["created"])["data"])) == 2
 
     # The trail outlives the run: its flow run is deleted, the audit artifact and the export stay.
-    assert http.delete(f"/flow_runs/{run}").status_code == 204
+    assert retrying(http.delete, f"/flow_runs/{run}").status_code == 204
     rejected, approved = records_of(audit_cli("--since", since), run)
     assert (rejected["decision"], rejected["approver"], rejected["feedback"], rejected["intent"]) == (
         "rejected", "alice", "pay it first", "file_expense")
