@@ -1,6 +1,7 @@
 """`microagents`: list, show, approve, reject and answer suspended agent runs (Prefect 3 has no resume command),
 `runs`: list runs that are stuck, crashed, recovering or gave up, with what they executed (prefect_micro_agents.adapter.troubled),
-and `push`: emit the `git.push` event that starts the deploy pipeline (prefect_micro_agents.events; a git hook calls it)."""
+`audit`: export the audit trail, every decision with who, when, the digest and what ran, as JSON lines
+(prefect_micro_agents.audit, read from the runs' audit artifacts), and `push`: emit the `git.push` event that starts the deploy pipeline (prefect_micro_agents.events; a git hook calls it)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import argparse
 import getpass
 import json
 import sys
+from datetime import datetime
 
 from prefect_micro_agents.adapter.approvals import ApprovalsClient, PendingRequest, ResumeRefused
 from prefect_micro_agents.errors import AgentError, ConfigurationError
@@ -58,6 +60,18 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("--hours", type=float, default=24.0,
                       help="also list crashed and given-up runs that ended this many hours ago (default: %(default)s)")
     runs.add_argument("--json", action="store_true", help="machine-readable output")
+    audit = sub.add_parser(
+        "audit", help="print every decision since a date as JSON lines: who, verified or not, when, the digest, the "
+                      "decision, feedback, and what executed with its result",
+        description="Print the audit trail as JSON lines, one decision (or answer) per line, oldest first, read from "
+                    "the latest version of every run's audit artifact (audit-<agent>-<run id>). Fields: see "
+                    "prefect_micro_agents.audit. Dates are ISO 8601: a date (midnight UTC) or a datetime (UTC "
+                    "unless it names a zone).")
+    audit.add_argument("--since", required=True, type=_when,
+                       help="decisions made at or after this ISO date or datetime (e.g. 2026-11-26)")
+    audit.add_argument("--until", type=_when, help="and before this one (default: no end)")
+    audit.add_argument("--intent", help="only decisions on this tool (e.g. deploy_backend_to_prod)")
+    audit.add_argument("--approver", help="only decisions by this person (case-insensitive)")
     push = sub.add_parser("push", help="emit a git.push event: the deploy pipeline's trigger starts a run for the SHA",
                           description="Emit a git.push event to the Prefect server. A deployment with the pipeline's "
                                       "trigger (deployments/prefect.yaml) starts a run for SHA when BRANCH is main.")
@@ -67,6 +81,24 @@ def _parser() -> argparse.ArgumentParser:
                                                            "(default: %(default)s)")
     push.add_argument("--pusher", default=None, help="who pushed (default: your login name)")
     return parser
+
+
+def _when(text: str) -> datetime:
+    from prefect_micro_agents.adapter.audit_export import parse_when
+
+    try:
+        return parse_when(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _audit(client: ApprovalsClient, args: argparse.Namespace) -> None:
+    from prefect_micro_agents.adapter.audit_export import audit_trail
+
+    if args.until is not None and args.until <= args.since:
+        raise ConfigurationError(f"--until ({args.until.isoformat()}) must be after --since ({args.since.isoformat()})")
+    for record in audit_trail(client, args.since, args.until, intent=args.intent, approver=args.approver):
+        print(json.dumps(record, ensure_ascii=False))
 
 
 def _title(req: PendingRequest) -> str:
@@ -142,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             match args.command:
                 case "runs":
                     _runs(client, args)
+                case "audit":
+                    _audit(client, args)
                 case "pending":
                     found = client.pending()
                     if args.json:

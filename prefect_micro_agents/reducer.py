@@ -188,13 +188,13 @@ def void_decisions(thread: Thread, agent: Agent | None = None) -> dict[int, str]
              if isinstance(e, DecisionEvent) and digests.get(e.proposal_id) != e.proposal_digest}
     if agent is None:
         return found
-    index = {id(e): i for i, e in enumerate(thread.events)}
     for proposal in thread.of_type(ProposalEvent):
         tool = agent.tool(proposal.intent)
         if tool is None or tool.policy != "approve":
             continue
         for decision, why in agent.tally(thread, proposal).ignored:
-            found.setdefault(index[id(decision)], why)
+            # By identity (equal decisions can occur twice), without id(): the purity check counts it as impure.
+            found.setdefault(next(i for i, e in enumerate(thread.events) if e is decision), why)
     return found
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
 
+from prefect_micro_agents.adapter.audit_artifact import publish_audit
 from prefect_micro_agents.adapter.forms import (
     answer_form,
     answer_key,
@@ -173,6 +174,7 @@ class _FlowRun:
         if cause is None:
             return
         event = thread.events[-1]
+        publish_audit(self.agent, thread, self.scope)  # a decision or an approved call's outcome: a new version
         if self.on_event is not None:
             self.on_event(thread, event)
         match cause:
@@ -185,6 +187,7 @@ class _FlowRun:
     def halted(self, thread: Thread, outcome: str) -> None:
         self.logger.info("%s agent %s: %s", self.agent.name, outcome, _describe(thread.events[-1]))
         self._publish(thread, outcome, f"end-{thread.digest()[:16]}")
+        publish_audit(self.agent, thread, self.scope, halted=True)
 
     def _publish(self, thread: Thread, status: str, version: str) -> None:
         publish_thread(key=self.artifact, version=version,
