@@ -49,6 +49,10 @@ def answer_field(digest: str) -> str:
     return f"answer_{digest[:DIGEST_IN_FIELD]}"
 
 
+_AFTER = {"fail": "after that the run fails and nothing runs.",
+          "reject": "after that the call is rejected (nothing runs) and the agent is told nobody decided."}
+
+
 def approver_field(may_approve: Collection[str] | None, excluded: Collection[str]) -> tuple[Any, Any]:
     """The approver field under an approval policy, checked by the SERVER like the rest of the form: when the policy
     names people, one of those who may still approve (a choice list in the UI; anyone else is refused before the run
@@ -66,7 +70,8 @@ def approver_field(may_approve: Collection[str] | None, excluded: Collection[str
 
 
 def approval_form(digest: str, description: str, expires_at: str | None = None,
-                  may_approve: Collection[str] | None = None, excluded: Collection[str] = ()) -> type[RunInput]:
+                  may_approve: Collection[str] | None = None, excluded: Collection[str] = (),
+                  on_expiry: str = "fail") -> type[RunInput]:
     """The approval form for the proposal with this digest: decision (required), feedback, approver (see
     approver_field for how the approval policy shapes it).
 
@@ -81,8 +86,8 @@ def approval_form(digest: str, description: str, expires_at: str | None = None,
             decision_field(digest): (Decision, Field(
                 title="Decision",
                 description="approve: the call runs once, exactly as shown. reject: nothing runs; your feedback "
-                            "goes to the agent." + (f" Decide before {expires_at}: after that the run fails and "
-                                                    "nothing runs." if expires_at else ""),
+                            "goes to the agent." + (f" Decide before {expires_at}: {_AFTER[on_expiry]}"
+                                                    if expires_at else ""),
                 json_schema_extra={DIGEST_SCHEMA_KEY: digest},
             )),
             "feedback": (str, Field(default="", max_length=2000, title="Feedback",
@@ -93,7 +98,8 @@ def approval_form(digest: str, description: str, expires_at: str | None = None,
     return cast(type[RunInput], model.with_initial_data(description=description))
 
 
-def answer_form(digest: str, description: str, expires_at: str | None = None) -> type[RunInput]:
+def answer_form(digest: str, description: str, expires_at: str | None = None,
+                on_expiry: str = "fail") -> type[RunInput]:
     """The answer form for the question with this digest: answer (required), by."""
     from prefect.input import RunInput
 
@@ -104,7 +110,9 @@ def answer_form(digest: str, description: str, expires_at: str | None = None) ->
             answer_field(digest): (str, Field(
                 min_length=1, max_length=4000, title="Answer",
                 description="Your answer to the agent's question." + (
-                    f" Answer before {expires_at}: after that the run fails." if expires_at else ""),
+                    f" Answer before {expires_at}: " + ("after that the run fails." if on_expiry == "fail" else
+                                                        "after that the agent is told nobody answered.")
+                    if expires_at else ""),
                 json_schema_extra={DIGEST_SCHEMA_KEY: digest},
             )),
             "by": (str, Field(default="", max_length=100, title="By", description="Your name, recorded with the answer.")),
