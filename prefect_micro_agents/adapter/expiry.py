@@ -17,6 +17,10 @@ lazily and idempotently by name (as recovery.py does):
 The waiting event is in each trigger's `expect` as well as its `after`: a second wait of the same run restarts the
 window instead of being ignored inside the one its first wait opened.
 
+The restart is not a new attempt for recovery.begin_attempt: the server's rule for leaving a Paused state marks the
+run as resuming even for a forced state change, so Prefect's run count stays as it was (test_expiry checks it with no
+recoveries allowed).
+
 The deadline is recorded when a run first waits under a suspend key (a flow-run input written once), so a run started
 again says when its wait expired and a run that crashed before suspending keeps its deadline.
 """
@@ -41,7 +45,6 @@ __all__ = [
     "announce",
     "deadline_for",
     "ensure_expiry_automations",
-    "expiry_restarts",
     "prefect_timeout",
     "unanswered",
 ]
@@ -222,13 +225,3 @@ def _reminder_block(client: Any, logger: logging.Logger | logging.LoggerAdapter[
         raise ConfigurationError(f"{REMINDER_BLOCK_ENV}={reference!r}: the server has no {slug} block named "
                                  f"{name!r} (create it first: see the README, Approval policies)") from None
     return block.id, reference
-
-
-def expiry_restarts(run_id: str) -> int:
-    """How many times the expiry automation started this run again: each bumps Prefect's run count, and none is a
-    crash (recovery.begin_attempt does not count them)."""
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        states = client.read_flow_run_states(UUID(run_id))
-    return sum(1 for s in states if s.name == "Resuming" and (s.message or "").startswith(EXPIRY_RESTART))

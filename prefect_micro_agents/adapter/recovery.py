@@ -196,12 +196,6 @@ def begin_attempt() -> str | None:
     if attempt <= 1:
         return None
     run_id = str(flow_run.get_id())
-    from prefect_micro_agents.adapter.expiry import expiry_restarts
-
-    # An expired approval's restart (adapter/expiry.py) bumps the run count too, but nothing crashed: not an attempt.
-    attempt -= expiry_restarts(run_id)
-    if attempt <= 1:
-        return None
     released = _crash_leftovers(run_id)
     allowed = max_recoveries() + 1
     if released:
