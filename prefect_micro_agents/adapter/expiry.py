@@ -133,7 +133,7 @@ def announce(run_id: str, suspend_key: str, expiry: Expiry, deadline: Deadline, 
             payload={"call": call, "deadline": deadline.text(), "on_expiry": expiry.describe(), "who": deadline.who,
                      "where": where, "run_name": run.name},
         )
-        client.request("POST", "/events", json=[event.model_dump(mode="json")]).raise_for_status()  # type: ignore[arg-type]
+        client.request("POST", "/events", json=[event.model_dump(mode="json")]).raise_for_status()
 
 
 def ensure_expiry_automations(expiry: Expiry, logger: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> \
