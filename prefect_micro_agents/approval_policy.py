@@ -16,6 +16,9 @@ or YAML), whose groups the `@name` references resolve against:
     [tools.deploy_backend_to_prod]     # any field left out keeps the tool's own value
     quorum = 2
     exclude = ["commit_author", "trigger_actor"]
+    on_expiry = "reject"               # nobody decided in time: the agent is told, the run goes on
+    timeout_s = 7200                   # this tool's wait (default: the run's, AGENT_APPROVAL_TIMEOUT_S)
+    remind_before_s = 1800             # a reminder half an hour before (AGENT_APPROVAL_REMINDER_BLOCK)
 
 `tally` says, for one proposal, which decisions in the thread count: an approval or a rejection counts only if it is
 bound to the proposal's digest and its approver is allowed (named, directly or through a group, when the policy names
@@ -39,21 +42,26 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from prefect_micro_agents.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from prefect_micro_agents.thread import DecisionEvent, ProposalEvent, Thread
 
-__all__ = ["APPROVERS_FILE_ENV", "ApprovalPolicy", "Approvers", "PolicyOverride", "Tally", "load_approvers", "tally"]
+__all__ = ["APPROVERS_FILE_ENV", "ApprovalPolicy", "Approvers", "Expiry", "OnExpiry", "PolicyOverride", "Tally",
+           "load_approvers", "tally"]
 
 APPROVERS_FILE_ENV = "AGENT_APPROVERS_FILE"
 TRIGGER_ACTOR = "trigger_actor"
 PEOPLE_CONTEXT = "people"  # a ContextEvent whose payload maps roles to the people who hold them in this run
 MAX_QUORUM = 20
+MAX_TIMEOUT_S = 30 * 24 * 3600  # a month: longer waits are a forgotten run, not a policy
+OnExpiry = Literal["fail", "reject"]
+EXPIRY_WORDS = {"fail": "the run fails and the call never runs",
+                "reject": "the call is rejected (it never runs) and the agent is told why, then proposes again"}
 ROLE_WORDS = {TRIGGER_ACTOR: "the person who started the run", "commit_author": "the author of the commit"}
 
 
@@ -64,9 +72,27 @@ def _names(values: tuple[str, ...], what: str) -> tuple[str, ...]:
     return cleaned
 
 
+@dataclass(frozen=True)
+class Expiry:
+    """What happens when nobody decides on one call in time, with the run's timeout applied."""
+
+    on_expiry: OnExpiry
+    timeout_s: int  # from suspension to deadline
+    remind_before_s: int | None  # a reminder this long before the deadline; None: no reminder
+
+    @property
+    def remind_after_s(self) -> int | None:
+        return None if self.remind_before_s is None else self.timeout_s - self.remind_before_s
+
+    def describe(self) -> str:
+        return EXPIRY_WORDS[self.on_expiry]
+
+
 class ApprovalPolicy(BaseModel):
     """`approvers`: people, and groups as `@group`; empty: anyone may approve. `quorum`: distinct approvals needed.
-    `exclude`: roles whose holder in this run may not approve (see the module docstring)."""
+    `exclude`: roles whose holder in this run may not approve (see the module docstring). `on_expiry`: what happens
+    when nobody decides within `timeout_s` (default: the run's timeout): `fail` the run, or `reject` the call into the
+    thread with the reason, so the agent sees it and goes on. `remind_before_s`: notify that long before the deadline."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -75,11 +101,31 @@ class ApprovalPolicy(BaseModel):
     exclude: tuple[str, ...] = ()
     signed: bool = False  # only approvals signed with a key of the allowed-signers file count (signing.py)
     editable: tuple[str, ...] = ()  # arguments an approver may change when approving; ("*",): all of them
+    on_expiry: OnExpiry = "fail"
+    timeout_s: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_S)
+    remind_before_s: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_S)
 
     @field_validator("approvers", "exclude", "editable")
     @classmethod
     def _no_empty(cls, values: tuple[str, ...]) -> tuple[str, ...]:
         return _names(values, "approvers and exclusions")
+
+    @model_validator(mode="after")
+    def _reminder_before_deadline(self) -> ApprovalPolicy:
+        if self.timeout_s is not None and self.remind_before_s is not None:
+            self.expiry(self.timeout_s)
+        return self
+
+    def expiry(self, run_timeout_s: float) -> Expiry:
+        """This policy's expiry with the run's timeout filling in `timeout_s`; a reminder that would come at or
+        before the suspension itself raises ValueError (ConfigurationError when it is the run's timeout's fault)."""
+        timeout = self.timeout_s if self.timeout_s is not None else int(run_timeout_s)
+        if self.remind_before_s is not None and self.remind_before_s >= timeout:
+            whose = "timeout_s" if self.timeout_s is not None else "the run's approval timeout (AGENT_APPROVAL_TIMEOUT_S)"
+            message = (f"remind_before_s ({self.remind_before_s}) must be shorter than {whose} ({timeout}): the reminder "
+                       "would come before anyone was asked")
+            raise ValueError(message) if self.timeout_s is not None else ConfigurationError(message)
+        return Expiry(self.on_expiry, timeout, self.remind_before_s)
 
     def people(self, groups: dict[str, tuple[str, ...]]) -> frozenset[str] | None:
         """Who the policy names, groups expanded, lower-cased; None when it names nobody (anyone may approve)."""
@@ -106,7 +152,19 @@ class ApprovalPolicy(BaseModel):
         if self.editable:
             text += "; an approver may edit " + ("its arguments" if "*" in self.editable else
                                                  ", ".join(self.editable))
+        if self.timeout_s is not None or self.on_expiry != "fail" or self.remind_before_s is not None:
+            within = f"within {_duration(self.timeout_s)}" if self.timeout_s is not None else "in time"
+            text += f"; if nobody decides {within}, {EXPIRY_WORDS[self.on_expiry]}"
+            if self.remind_before_s is not None:
+                text += f" (a reminder goes out {_duration(self.remind_before_s)} before)"
         return text
+
+
+def _duration(seconds: int) -> str:
+    for unit, size in (("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
 
 
 class PolicyOverride(BaseModel):
@@ -119,6 +177,9 @@ class PolicyOverride(BaseModel):
     exclude: tuple[str, ...] | None = None
     signed: bool | None = None
     editable: tuple[str, ...] | None = None
+    on_expiry: OnExpiry | None = None
+    timeout_s: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_S)
+    remind_before_s: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_S)
 
 
 class Approvers(BaseModel):
@@ -148,7 +209,12 @@ class Approvers(BaseModel):
         entry = self.tools.get(intent)
         merged = declared if entry is None else declared.model_copy(
             update={k: v for k, v in entry.model_dump().items() if v is not None})
-        merged = ApprovalPolicy.model_validate(merged.model_dump())  # the override's values validated as a policy
+        try:
+            merged = ApprovalPolicy.model_validate(merged.model_dump())  # the override's values validated as a policy
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'policy'}: {e['msg']}" for e in exc.errors())
+            where = f"approvers file {self.source}: " if self.source else ""
+            raise ConfigurationError(f"{where}tools.{intent}: {problems}") from None
         try:
             people = merged.people(self.groups)
             if people is not None and len(people) < merged.quorum:
@@ -191,7 +257,7 @@ def load_approvers(path: str | os.PathLike[str] | None = None) -> Approvers | No
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ConfigurationError(f"approvers file {file}: {problems}") from None
     for intent, entry in approvers.tools.items():  # undefined groups and impossible quorums fail now, not mid-run
-        approvers.policy(intent, ApprovalPolicy(**{k: v for k, v in entry.model_dump().items() if v is not None}))
+        approvers.policy(intent, ApprovalPolicy())
     return approvers
 
 

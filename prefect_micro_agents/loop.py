@@ -64,8 +64,10 @@ class Effects(Protocol):
         """The model's next call for `thread` (step `step`), or the compact error its reply became."""
         ...
 
-    def ask_human(self, thread: Thread, wait: AwaitApproval | AwaitAnswer) -> DecisionEvent | AnswerEvent | None:
-        """The human's decision or answer; None: nobody has answered yet, and the loop returns the thread."""
+    def ask_human(self, thread: Thread, wait: AwaitApproval | AwaitAnswer) -> \
+            DecisionEvent | AnswerEvent | ErrorEvent | None:
+        """The human's decision or answer; an `approval_expired` error when nobody decided in time and the tool's
+        expiry policy rejects the call; None: nobody has answered yet, and the loop returns the thread."""
         ...
 
     def began(self, key: str) -> bool:

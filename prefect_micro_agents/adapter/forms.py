@@ -53,6 +53,10 @@ def answer_field(digest: str) -> str:
     return f"answer_{digest[:DIGEST_IN_FIELD]}"
 
 
+_AFTER = {"fail": "after that the run fails and nothing runs.",
+          "reject": "after that the call is rejected (nothing runs) and the agent is told nobody decided."}
+
+
 def approver_field(may_approve: Collection[str] | None, excluded: Collection[str]) -> tuple[Any, Any]:
     """The approver field under an approval policy, checked by the SERVER like the rest of the form: when the policy
     names people, one of those who may still approve (a choice list in the UI; anyone else is refused before the run
@@ -102,7 +106,7 @@ def signature_field(command: str, required: bool) -> tuple[Any, Any]:
 def approval_form(digest: str, description: str, expires_at: str | None = None,
                   may_approve: Collection[str] | None = None, excluded: Collection[str] = (),
                   arguments: dict[str, Any] | None = None, sign_command: str = "",
-                  signed: bool = False) -> type[RunInput]:
+                  signed: bool = False, on_expiry: str = "fail") -> type[RunInput]:
     """The approval form for the proposal with this digest: decision (required), feedback, approver (see
     approver_field for how the approval policy shapes it), the editable `arguments` (argument_fields) and, with a
     `sign_command`, the signature the CLI fills in (prefect_micro_agents.signing).
@@ -126,7 +130,7 @@ def approval_form(digest: str, description: str, expires_at: str | None = None,
                     + (" or as you edit it below (an edited call is proposed in its place, approved by you)"
                        if arguments else "")
                     + ". reject: nothing runs; your feedback goes to the agent."
-                    + (f" Decide before {expires_at}: after that the run fails and nothing runs." if expires_at else "")),
+                    + (f" Decide before {expires_at}: {_AFTER[on_expiry]}" if expires_at else "")),
                 json_schema_extra={DIGEST_SCHEMA_KEY: digest},
             )),
             "feedback": (str, Field(default="", max_length=2000, title="Feedback",
@@ -138,7 +142,8 @@ def approval_form(digest: str, description: str, expires_at: str | None = None,
     return cast(type[RunInput], model.with_initial_data(description=description))
 
 
-def answer_form(digest: str, description: str, expires_at: str | None = None) -> type[RunInput]:
+def answer_form(digest: str, description: str, expires_at: str | None = None,
+                on_expiry: str = "fail") -> type[RunInput]:
     """The answer form for the question with this digest: answer (required), by."""
     from prefect.input import RunInput
 
@@ -149,7 +154,9 @@ def answer_form(digest: str, description: str, expires_at: str | None = None) ->
             answer_field(digest): (str, Field(
                 min_length=1, max_length=4000, title="Answer",
                 description="Your answer to the agent's question." + (
-                    f" Answer before {expires_at}: after that the run fails." if expires_at else ""),
+                    f" Answer before {expires_at}: " + ("after that the run fails." if on_expiry == "fail" else
+                                                        "after that the agent is told nobody answered.")
+                    if expires_at else ""),
                 json_schema_extra={DIGEST_SCHEMA_KEY: digest},
             )),
             "by": (str, Field(default="", max_length=100, title="By", description="Your name, recorded with the answer.")),

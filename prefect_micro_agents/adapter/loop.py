@@ -16,12 +16,20 @@ import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
 
 from prefect_micro_agents.adapter.audit_artifact import publish_audit
+from prefect_micro_agents.adapter.expiry import (
+    Deadline,
+    announce,
+    deadline_for,
+    ensure_expiry_automations,
+    prefect_timeout,
+    unanswered,
+)
 from prefect_micro_agents.adapter.forms import (
     answer_form,
     answer_key,
@@ -33,7 +41,7 @@ from prefect_micro_agents.adapter.forms import (
     edited_values,
 )
 from prefect_micro_agents.adapter.logredact import install_log_redaction
-from prefect_micro_agents.approval_policy import ApprovalPolicy
+from prefect_micro_agents.approval_policy import ApprovalPolicy, Expiry
 from prefect_micro_agents.adapter.publish import artifact_key, publish_thread, request_markdown, thread_markdown
 from prefect_micro_agents.adapter.ledger import ExecutionLedger
 from prefect_micro_agents.adapter.store import ThreadStore
@@ -53,6 +61,7 @@ from prefect_micro_agents.thread import (
     ProposalEvent,
     ResultEvent,
     Thread,
+    canonical_json,
 )
 from prefect_micro_agents.tools import Agent, Tool
 
@@ -87,6 +96,9 @@ def run_agent(
     ExecutionLedger().locks  # noqa: B018 - a lock that cannot cover the result storage fails here, before any step
     agent = with_approvers(agent)  # checked now: an unknown group fails before any step
     timeout = approval_timeout_s or float(os.environ.get(APPROVAL_TIMEOUT_ENV, DEFAULT_APPROVAL_TIMEOUT_S))
+    for tool in agent.tools:  # a reminder due before its tool's wait begins fails now, not at the first approval
+        if tool.policy in ("approve", "human"):
+            agent.approval_policy(tool.intent_name()).expiry(timeout)
     effects = _FlowRun(agent, run_id, resolve_model(model), llm_options, timeout, get_run_logger(), ThreadStore(),
                        artifact_key(agent.name, run_id), on_event)
     return drive(agent, thread, tools, effects)
@@ -118,12 +130,11 @@ class _FlowRun:
         request = build_request(self.agent, thread, self.model, **self.llm_options)
         return parse_reply(self.agent, thread, llm_step(request, thread.digest()), request.step)
 
-    def ask_human(self, thread: Thread, wait: AwaitApproval | AwaitAnswer) -> DecisionEvent | AnswerEvent:
+    def ask_human(self, thread: Thread, wait: AwaitApproval | AwaitAnswer) -> DecisionEvent | AnswerEvent | ErrorEvent:
         p = wait.proposal
-        expires = _expires_at(self.timeout)
+        expiry = self.agent.approval_policy(p.intent).expiry(self.timeout)
         if isinstance(wait, AwaitApproval):
             suspend_key = approval_key(p.id, len(thread.for_proposal(DecisionEvent, p.id)))
-            self._publish(thread, f"awaiting approval of {p.intent}", suspend_key)
             count = self.agent.tally(thread, p)
             tool = self.agent.tool(p.intent)
             assert tool is not None  # the reducer escalates an unknown tool before asking anyone
@@ -131,11 +142,19 @@ class _FlowRun:
             signers = self._allowed_signers()
             sign = (f"microagents approve {self.scope} --digest {p.digest[:12]} --as <your name> --sign "
                     "~/.ssh/id_ed25519" if count.policy.signed or signers else "")
-            form = approval_form(p.digest, _request(self.agent, thread, p, "approval.md.j2", expires), expires,
-                                 count.may_approve, count.excluded, argument_fields(tool, p.args, editable), sign,
-                                 count.policy.signed)
-            answer = _suspend(form, suspend_key, self.timeout, self.logger, f"approval of {p.intent} {p.args}",
-                              self.scope)
+            who = ", ".join(sorted(count.may_approve)) if count.may_approve is not None else count.policy.describe()
+
+            def approval(expires: str | None) -> Any:
+                return approval_form(p.digest, _request(self.agent, thread, p, "approval.md.j2", expires, expiry),
+                                     expires, count.may_approve, count.excluded,
+                                     argument_fields(tool, p.args, editable), sign, count.policy.signed,
+                                     on_expiry=expiry.on_expiry)
+
+            self._publish(thread, f"awaiting approval of {p.intent}", suspend_key)
+            answer = _suspend(approval, suspend_key, expiry, self.logger, f"approval of {p.intent} {p.args}",
+                              self.scope, who)
+            if isinstance(answer, Deadline):
+                return _expired(p, answer, "approved")
             # The form's answer field is named after p.digest and the server refuses any other: bound.
             verdict = decision_of(answer, p.digest)
             decision: Literal["approved", "rejected"] = "approved" if verdict == "approve" else "rejected"
@@ -152,8 +171,15 @@ class _FlowRun:
                                  at=_answered_at(self.scope, suspend_key))
         suspend_key = answer_key(p.id, len(thread.for_proposal(AnswerEvent, p.id)))
         self._publish(thread, f"waiting for an answer to {p.id}", suspend_key)
-        form = answer_form(p.digest, _request(self.agent, thread, p, "question.md.j2", expires), expires)
-        reply_in = _suspend(form, suspend_key, self.timeout, self.logger, f"an answer to {p.args}", self.scope)
+
+        def question(expires: str | None) -> Any:
+            return answer_form(p.digest, _request(self.agent, thread, p, "question.md.j2", expires, expiry), expires,
+                               on_expiry=expiry.on_expiry)
+
+        reply_in = _suspend(question, suspend_key, expiry, self.logger, f"an answer to {p.args}", self.scope,
+                            "anyone who can resume the run")
+        if isinstance(reply_in, Deadline):
+            return _expired(p, reply_in, "answered")
         return AnswerEvent(proposal_id=p.id, answer=answer_of(reply_in, p.digest), by=reply_in.by or "unknown",
                            at=_answered_at(self.scope, suspend_key))
 
@@ -195,11 +221,16 @@ class _FlowRun:
                        description=f"{self.agent.name} agent thread: {status}")
 
 
-def _expires_at(timeout: float) -> str:
-    return (datetime.now(UTC) + timedelta(seconds=timeout)).strftime("%Y-%m-%d %H:%M:%S UTC")
+def _expired(p: ProposalEvent, deadline: Deadline, what: str) -> ErrorEvent:
+    """The reason the agent reads when nobody decided in time under a `reject` expiry policy."""
+    return ErrorEvent(kind="approval_expired", proposal_id=p.id, message=(
+        f"nobody {what} {p.intent} {canonical_json(p.args)} within {deadline.timeout_s} s (deadline {deadline.text()}; "
+        f"who could decide: {deadline.who}); under this tool's expiry policy ({deadline.on_expiry}) the call was not "
+        "run. Propose again only if it is still needed, or finish and say it was not approved."))
 
 
-def _request(agent: Agent, thread: Thread, p: ProposalEvent, template: str, expires: str) -> str:
+def _request(agent: Agent, thread: Thread, p: ProposalEvent, template: str, expires: str | None,
+             expiry: Expiry) -> str:
     policy = None
     if template == "approval.md.j2":
         count = agent.tally(thread, p)
@@ -207,16 +238,20 @@ def _request(agent: Agent, thread: Thread, p: ProposalEvent, template: str, expi
             policy = {"rule": count.policy.describe(), "quorum": count.policy.quorum, "status": count.status(),
                       "ignored": [why for _, why in count.ignored]}
     return request_markdown(template, agent.name, thread, p, step=model_steps(thread), max_steps=agent.max_steps,
-                            expires_at=expires, policy=policy, policies=agent)
+                            expires_at=expires, policy=policy, policies=agent, on_expiry=expiry.on_expiry)
 
 
-def _suspend(form: Any, key: str, timeout: float, logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
-             what: str, run_id: str) -> Any:
-    """Suspend until a human answers; on replay the stored answer comes back at once.
+def _suspend(form_for: Callable[[str | None], Any], key: str, expiry: Expiry,
+             logger: logging.Logger | logging.LoggerAdapter[logging.Logger], what: str, run_id: str,
+             who: str) -> Any:
+    """Suspend until a human answers; on replay the stored answer comes back at once. Returns the Deadline instead
+    when the wait under `key` is over without an answer (the expiry automation started the run again).
 
     Prefect skips a suspension whose key already fired, but forgets the fired keys when a run leaves a final state
     (a Crashed run started again by the recovery automation, or Retry in the UI): without this check such a run
     would ask its approvers again. So an answer stored under the key is read back first, whatever restarted us.
+    A key that fired with no answer cannot be suspended under again (the server refuses it and Prefect would then
+    load an input that does not exist): the wait expired, and the caller records that.
     """
     from prefect.flow_runs import suspend_flow_run
     from prefect.input.actions import read_flow_run_input
@@ -224,9 +259,17 @@ def _suspend(form: Any, key: str, timeout: float, logger: logging.Logger | loggi
 
     keyset = keyset_from_base_key(f"suspended-{key}")
     if read_flow_run_input(keyset["response"]) is not None:
-        return form.load(keyset)
-    logger.info("waiting for %s (suspend key %s): %s", what, key, _where_to_answer(run_id))
-    return suspend_flow_run(wait_for_input=form, key=key, timeout=int(timeout))
+        return form_for(None).load(keyset)
+    deadline, first = deadline_for(key, expiry, who)
+    if not first and unanswered(run_id, key, deadline):
+        logger.warning("nobody decided on %s by %s: under its expiry policy (%s) %s", what, deadline.text(),
+                       deadline.on_expiry, expiry.describe())
+        return deadline
+    where = _where_to_answer(run_id)
+    ensure_expiry_automations(expiry, logger)  # before the event: a trigger sees only events after it exists
+    announce(run_id, key, expiry, deadline, what, where)
+    logger.info("waiting for %s (suspend key %s) until %s: %s", what, key, deadline.text(), where)
+    return suspend_flow_run(wait_for_input=form_for(deadline.text()), key=key, timeout=prefect_timeout(expiry, deadline))
 
 
 def _where_to_answer(run_id: str) -> str:

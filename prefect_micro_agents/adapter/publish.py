@@ -72,14 +72,14 @@ def thread_markdown(agent: str, thread: Thread, status: str, policies: Agent | N
 
 def request_markdown(template: str, agent: str, thread: Thread, proposal: ProposalEvent, *, step: int,
                      max_steps: int, expires_at: str | None, policy: dict[str, Any] | None = None,
-                     policies: Agent | None = None) -> str:
+                     policies: Agent | None = None, on_expiry: str | None = None) -> str:
     """The description above an approval or answer form: the call, why, and the context a reviewer needs."""
     contexts = [{"name": e.name, "text": abbreviate_hex(compact(e.payload))} for e in thread.events if e.type == "context"]
     # The context is shown above; `people` stays in the story: approval policies read who holds which role from it.
     story = Thread(id=thread.id, events=tuple(e for e in thread.events if e.type != "context" or e.name == "people"))
     return render(template, agent=agent, proposal=proposal.model_dump(mode="json"), contexts=contexts,
                   thread_text=render_thread(story, agent=policies), step=step, max_steps=max_steps, expires_at=expires_at,
-                  digest=proposal.digest, policy=policy)
+                  digest=proposal.digest, policy=policy, on_expiry=on_expiry)
 
 
 def _publish_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
