@@ -52,12 +52,14 @@ if TYPE_CHECKING:
     from prefect_micro_agents.thread import DecisionEvent, ProposalEvent, Thread
 
 __all__ = ["APPROVERS_FILE_ENV", "ApprovalPolicy", "Approvers", "Expiry", "OnExpiry", "PolicyOverride", "Tally",
+           "editable_fields",
            "load_approvers", "tally"]
 
 APPROVERS_FILE_ENV = "AGENT_APPROVERS_FILE"
 TRIGGER_ACTOR = "trigger_actor"
 PEOPLE_CONTEXT = "people"  # a ContextEvent whose payload maps roles to the people who hold them in this run
 MAX_QUORUM = 20
+_NOT_ARGUMENTS = ("intent", "reason")  # a tool's fields an approver never edits: its tag and the model's reason
 MAX_TIMEOUT_S = 30 * 24 * 3600  # a month: longer waits are a forgotten run, not a policy
 OnExpiry = Literal["fail", "reject"]
 EXPIRY_WORDS = {"fail": "the run fails and the call never runs",
@@ -223,6 +225,24 @@ class Approvers(BaseModel):
         except ConfigurationError as exc:
             raise ConfigurationError(f"approvers file {self.source}: {exc}" if self.source else str(exc)) from None
         return merged
+
+
+def editable_fields(tool: type[BaseModel], policy: ApprovalPolicy) -> tuple[str, ...]:
+    """The arguments of `tool` an approver may change under `policy`, in the tool's field order. A name the tool
+    does not have is a configuration error (raised when the Agent is built)."""
+    fields = tuple(name for name in tool.model_fields if name not in _NOT_ARGUMENTS)
+    if "*" in policy.editable:
+        return fields
+    unknown = [name for name in policy.editable if name not in fields]
+    if unknown:
+        raise ConfigurationError(f"{_intent(tool)}: editable names {unknown}, which are not its arguments "
+                                 f"({', '.join(fields) or 'none'})")
+    return tuple(name for name in fields if name in policy.editable)
+
+
+def _intent(tool: type[BaseModel]) -> str:
+    intent = getattr(tool, "intent_name", None)
+    return str(intent()) if callable(intent) else tool.__name__
 
 
 def load_approvers(path: str | os.PathLike[str] | None = None) -> Approvers | None:

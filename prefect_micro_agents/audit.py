@@ -20,7 +20,11 @@ One record per DecisionEvent and per AnswerEvent, in thread order. Every record 
 - `executed`: the call's receipt, if it was handed to its tool in the version decided on: `idempotency_key`,
   `approvers` (every counted approver) and `approved_at`; None when it never ran;
 - `result`: the tool's output (`{"output": ...}`), or `{"error": {"kind", "message"}}` when it failed; None while it
-  has not finished (or never ran).
+  has not finished (or never ran);
+- `verified`: whether the flow verified the approver's SSH signature (prefect_micro_agents.signing); `verification`:
+  what ssh-keygen said, or why it did not verify; `signature`: the signature itself, so an auditor can check it again;
+- `edits`: the arguments the approver changed (name -> new value), `edit_error`: why an edit was refused;
+- `proposal_edited_by`, `proposal_edited_from`: for an approver's edited call, who edited which proposal.
 
 Any other field a DecisionEvent carries (a signature, who verified it, edits...) follows, under its own name, as the
 event serialises it; so does any field of the proposal beyond the ones above, prefixed `proposal_`.
@@ -51,7 +55,8 @@ AUDIT_PREFIX = "audit-"  # every run's audit artifact key starts so: `audit-<age
 
 AUDIT_FIELDS = ("run_id", "flow_name", "deployment", "agent", "thread_id", "seq", "kind", "proposal_id", "intent",
                 "args", "args_digest", "proposal_digest", "decision", "approver", "at", "feedback", "counted",
-                "not_counted", "trigger", "executed", "result")
+                "not_counted", "trigger", "executed", "result", "verified", "verification", "signature", "edits",
+                "edit_error", "proposal_edited_by", "proposal_edited_from")
 _PROPOSAL_SHOWN = {"type", "id", "intent", "args", "args_digest", "reason", "model", "usage"}
 
 
@@ -78,7 +83,9 @@ def audit_records(agent: Agent, thread: Thread, *, run_id: str, flow_name: str =
             "counted": seq not in void, "not_counted": void.get(seq, ""),
             "trigger": None if trigger is None else {"source": trigger.source, "actor": trigger.actor,
                                                      "request": trigger.request},
-            **_outcome(thread, event.proposal_id, digest)}
+            **_outcome(thread, event.proposal_id, digest),
+            "verified": False, "verification": "", "signature": "", "edits": {}, "edit_error": "",
+            "proposal_edited_by": "", "proposal_edited_from": ""}
         if isinstance(event, DecisionEvent):
             # Generic on purpose: a field added to DecisionEvent reaches the audit trail without a change here.
             record.update({k: v for k, v in event.model_dump(mode="json").items() if k != "type"})

@@ -21,30 +21,13 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import ValidationError
-from prefect_micro_agents.approval_policy import ApprovalPolicy
-from prefect_micro_agents.errors import ConfigurationError
+from prefect_micro_agents.approval_policy import editable_fields
 from pydantic import JsonValue
 
 from prefect_micro_agents.thread import DecisionEvent, ProposalEvent, Thread, canonical_json
 from prefect_micro_agents.tools import Agent, Tool, args_digest
 
 __all__ = ["changed", "check_edits", "editable_fields", "edited_call", "describe_edits"]
-
-_NOT_ARGUMENTS = ("intent", "reason")
-
-
-def editable_fields(tool: type[Tool], policy: ApprovalPolicy) -> tuple[str, ...]:
-    """The arguments of `tool` an approver may change under `policy`, in the tool's field order. A name the tool
-    does not have is a configuration error (raised when the Agent is built)."""
-    fields = tuple(name for name in tool.model_fields if name not in _NOT_ARGUMENTS)
-    if "*" in policy.editable:
-        return fields
-    unknown = [name for name in policy.editable if name not in fields]
-    if unknown:
-        raise ConfigurationError(f"{tool.intent_name()}: editable names {unknown}, which are not its arguments "
-                                 f"({', '.join(fields) or 'none'})")
-    return tuple(name for name in fields if name in policy.editable)
-
 
 def changed(proposal: ProposalEvent, values: dict[str, Any]) -> dict[str, JsonValue]:
     """The entries of `values` that differ from the proposal's arguments (compared as canonical JSON)."""

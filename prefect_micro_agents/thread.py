@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any, Literal, TypeVar, Union
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 __all__ = [
     "AnswerEvent",
@@ -48,6 +56,21 @@ def digest_of(value: Any) -> str:
 class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Fields added after events were first stored: left out of the serialised event while they hold their default, so
+    # a thread that does not use them serialises (and digests) exactly as before they existed: stored threads, eval
+    # suites and cache keys stay valid across the upgrade.
+    _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_unused(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in self._OMIT_WHEN_DEFAULT:
+                if name in data and getattr(self, name) == type(self).model_fields[name].get_default(
+                        call_default_factory=True):
+                    del data[name]
+        return data
+
 
 class TriggerEvent(_Event):
     """Who or what asked, in their words: 'deploy SHA abc123 to production'."""
@@ -85,6 +108,7 @@ class ProposalEvent(_Event):
     model: str = ""
     usage: Usage | None = None
     # An approver's edit of an earlier proposal (approval policy `editable`): who, and which proposal it replaces.
+    _OMIT_WHEN_DEFAULT = ("edited_by", "edited_from")
     edited_by: str = ""
     edited_from: str = ""
 
@@ -104,6 +128,7 @@ class DecisionEvent(_Event):
     feedback: str = ""
     approver: str
     at: AwareDatetime
+    _OMIT_WHEN_DEFAULT = ("edits", "edit_error", "signature", "verified", "verification")
     # Approve with edits: the arguments the approver changed (name -> new value). A valid edit settles this proposal
     # and the edited call is proposed in its place (prefect_micro_agents.edits); `edit_error` says why an edit was
     # refused (then this decision counts for nothing and the approvers are asked again).
@@ -139,6 +164,7 @@ class ReceiptEvent(_Event):
     approver: str
     approved_at: AwareDatetime
     idempotency_key: str
+    _OMIT_WHEN_DEFAULT = ("approvers",)
     approvers: tuple[str, ...] = ()  # with a quorum above one: every counted approver, `approver` first
 
 

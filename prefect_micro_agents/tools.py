@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from prefect_micro_agents.approval_policy import ApprovalPolicy, Approvers, Tally, tally
+from prefect_micro_agents.approval_policy import ApprovalPolicy, Approvers, Tally, editable_fields, tally
 from prefect_micro_agents.commits import is_sha, same_commit
 from prefect_micro_agents.errors import ConfigurationError, ThreadError
 from prefect_micro_agents.thread import digest_of
@@ -136,8 +136,6 @@ class Agent:
             raise ConfigurationError(f"agent {self.name!r} needs a tool with policy 'terminal' to be able to finish")
         for tool in self.tools:  # an unknown group, a quorum nobody can meet, an unknown editable argument: here
             if tool.policy == "approve":
-                from prefect_micro_agents.edits import editable_fields
-
                 editable_fields(tool, self.approval_policy(tool.intent_name()))
         if min(self.max_steps, self.max_consecutive_errors, self.max_consecutive_questions) < 1:
             raise ConfigurationError(

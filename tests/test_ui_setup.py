@@ -155,6 +155,6 @@ def test_without_a_browser_the_ui_test_fails_and_says_why(tmp_path: Path) -> Non
                           "tests/kit/test_ui_approval.py"], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=300, check=False)
     assert run.returncode == 1, run.stdout + run.stderr
-    assert re.search(r"^1 failed", run.stdout, re.M) and "skipped" not in run.stdout, run.stdout
+    assert re.search(r"^2 failed", run.stdout, re.M) and "skipped" not in run.stdout, run.stdout  # both UI tests
     assert "the UI approval test needs a browser: no Chromium found" in run.stdout
     assert "[prefect-server] starting" not in run.stdout + run.stderr  # failed before any fixture started a server

@@ -20,6 +20,7 @@ import purity
 from prefect_micro_agents.adapter.approvals import ApprovalsClient
 from prefect_micro_agents.approval_policy import Approvers, PolicyOverride
 from prefect_micro_agents.audit import AUDIT_FIELDS, audit_records
+from prefect_micro_agents.edits import edited_call
 from prefect_micro_agents.reducer import DIGEST_MISMATCH
 from prefect_micro_agents.testing.scripted import ScriptedModel
 from prefect_micro_agents.thread import (
@@ -131,28 +132,36 @@ def test_an_answer_is_a_record_of_who_answered_what() -> None:
     assert answer["counted"] is True and answer["executed"] is None and tuple(answer) == AUDIT_FIELDS
 
 
-class SignedDecision(DecisionEvent):
-    """A decision with fields this module does not know (as signed approvals and approve-with-edits add them)."""
-
-    signature: str
-    verified_by: str | None = None
-
-
-class EditedProposal(ProposalEvent):
-    edited_by: str
-    edited_from: str
-
-
-def test_fields_added_to_decisions_and_proposals_reach_the_record_without_a_change_to_the_audit() -> None:
-    p = EditedProposal(**proposal("pay_expense", 1, receipt=NEW).model_dump(exclude={"type"}), edited_by="alice",
-                       edited_from="d" * 64)
-    signed = SignedDecision(**decision(p, "approved", "alice").model_dump(exclude={"type"}), signature="sig-1",
-                            verified_by="key:alice@example.org")
-    [record] = audit_records(AGENT, expense_context().append(p, signed), run_id="run-4")
-    assert tuple(record)[:len(AUDIT_FIELDS)] == AUDIT_FIELDS
-    extra = {k: record[k] for k in tuple(record)[len(AUDIT_FIELDS):]}
-    assert extra == {"signature": "sig-1", "verified_by": "key:alice@example.org", "proposal_edited_by": "alice",
-                     "proposal_edited_from": "d" * 64}
+def test_a_signed_approval_with_edits_and_the_edited_call_it_ran_are_on_record() -> None:
+    """alice approves with the receipt corrected (signed, verified); the edited call replaces the original, bob
+    approves it too, and it runs: the record says who edited what, who verified, and what ran for which version."""
+    agent = replace(AGENT, approvers=Approvers(tools={"pay_expense": PolicyOverride(editable=("receipt",),
+                                                                                        quorum=2)}))
+    p = proposal("pay_expense", 1, receipt=NEW)
+    other = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d"
+    edit = decision(p, "approved", "alice").model_copy(update={
+        "edits": {"receipt": other}, "signature": "-----BEGIN SSH SIGNATURE-----", "verified": True,
+        "verification": 'Good "microagents-approval" signature for alice'})
+    thread = expense_context().append(p, edit)
+    edited, alice = edited_call(agent, thread, edit)
+    bob = decision(edited, "approved", "bob", at=LATER)
+    key = f"run-4:{edited.id}:{edited.args_digest[:16]}"
+    thread = thread.append(edited, alice, bob, ReceiptEvent(
+        proposal_id=edited.id, proposal_digest=edited.digest, args_digest=edited.args_digest, approver="alice",
+        approved_at=AT, approvers=("alice", "bob"), idempotency_key=key), ResultEvent(
+        proposal_id=edited.id, intent="pay_expense", output={"paid": "84.20"}, idempotency_key=key))
+    records = audit_records(agent, thread, run_id="run-4")
+    assert all(tuple(r) == AUDIT_FIELDS for r in records)  # the fields for signatures and edits are first-class
+    first, by_alice, by_bob = records
+    assert (first["edits"], first["counted"], first["verified"], first["executed"]) == (
+        {"receipt": other}, False, True, None)  # it replaced the original call, which never ran
+    assert "approved an edited call instead" in first["not_counted"]
+    assert (by_alice["proposal_id"], by_alice["proposal_edited_by"], by_alice["proposal_edited_from"]) == (
+        edited.id, "alice", p.id)
+    assert by_alice["args"] == {"receipt": other} and by_alice["verified"] and by_alice["counted"]
+    assert by_bob["verified"] is False and by_bob["verification"] == "" and by_bob["counted"]
+    assert by_bob["executed"] == {"idempotency_key": key, "approvers": ["alice", "bob"], "approved_at": "2026-11-26T12:00:00Z"}
+    assert by_bob["result"] == {"output": {"paid": "84.20"}}
 
 
 def audit_cli(*args: str) -> subprocess.CompletedProcess[str]:
