@@ -170,6 +170,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     fixtureinfo = getattr(item, "_fixtureinfo", None)  # pytest's record of the fixtures this test uses
     for defs in (fixtureinfo.name2fixturedefs.values() if fixtureinfo else ()):
         used |= _fixture_uses.get(defs[-1], set())
+    # and those it asked for while it ran (request.getfixturevalue): pytest keeps them on the test's request
+    for fixturedef in getattr(getattr(item, "_request", None), "_fixture_defs", {}).values():
+        used |= _fixture_uses.get(fixturedef, set())
     found = problems({m.name for m in item.iter_markers()}, used)
     if found and report.passed:
         report.outcome = "failed"

@@ -144,7 +144,7 @@ def ensure_expiry_automations(expiry: Expiry, logger: logging.Logger | logging.L
     from prefect.events.actions import ChangeFlowRunState, SendNotification
     from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 
-    from prefect_micro_agents.adapter.recovery import _same
+    from prefect_micro_agents.adapter.recovery import upsert_automations
 
     def window(name: str, after: str, seconds: int, action: Any, description: str) -> AutomationCore:
         return AutomationCore(
@@ -177,20 +177,7 @@ def ensure_expiry_automations(expiry: Expiry, logger: logging.Logger | logging.L
                     SendNotification(block_document_id=block[0], subject=REMINDER_SUBJECT, body=REMINDER_BODY),
                     f"A run still waiting for a decision {after} s after it asked: the approvers are reminded "
                     f"through the notification block {block[1]}."))
-        found = []
-        for automation in wanted:
-            existing = client.read_automations_by_name(automation.name)
-            for extra in existing[1:]:
-                client.delete_automation(extra.id)
-            if not existing:
-                automation_id = client.create_automation(automation)
-            elif _same(existing[0], automation):
-                automation_id = existing[0].id  # an update would reset the open windows of runs waiting now
-            else:
-                client.update_automation(existing[0].id, automation)
-                automation_id = existing[0].id
-            found.append(client.read_automation(automation_id))
-    return found
+        return upsert_automations(client, wanted)
 
 
 REMINDER_SUBJECT = "Reminder: {{ event.payload.call }} is still undecided (flow run {{ event.payload.run_name }})"

@@ -65,8 +65,15 @@ def approver_field(may_approve: Collection[str] | None, excluded: Collection[str
         names = tuple(sorted(may_approve))
         if not names:  # nobody left who could approve: the reducer escalates before a form is ever built
             raise ValueError("no one may approve this call")
+        def as_choices(schema: dict[str, Any]) -> None:
+            # One name left is `const` in pydantic's schema, which the UI renders with no choice to pick: a list
+            # of one instead (the server refuses anyone else either way).
+            schema.pop("const", None)
+            schema["enum"] = list(names)
+
         return (Literal[names], Field(
-            title="Approver", description="Who you are: only the people listed may approve this call, each once."))
+            title="Approver", description="Who you are: only the people listed may approve this call, each once.",
+            json_schema_extra=as_choices))
     extra: dict[str, JsonValue] | None = {"not": {"enum": list(sorted(excluded))}} if excluded else None
     return (str, Field(default="", max_length=100, title="Approver", json_schema_extra=extra,
                        description="Your name, recorded with the decision." + (

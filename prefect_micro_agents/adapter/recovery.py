@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -39,6 +40,7 @@ __all__ = [
     "executed_by",
     "heartbeat_seconds",
     "max_recoveries",
+    "upsert_automations",
 ]
 
 log = logging.getLogger(__name__)
@@ -141,22 +143,28 @@ def ensure_recovery_automations(tag: str = RECOVER_TAG, *, heartbeat_s: int | No
     )
     from prefect.client.orchestration import get_client
 
-    found = []
     with get_client(sync_client=True) as client:
-        for automation in (zombie, unstarted, retry):
-            existing = client.read_automations_by_name(automation.name)
-            for extra in existing[1:]:
-                client.delete_automation(extra.id)
-            if not existing:
-                automation_id = client.create_automation(automation)
-            elif _same(existing[0], automation):
-                # Left alone: an update resets the trigger's open windows, so a runner restarted right after a
-                # worker died (what a supervisor does) would otherwise erase the countdown of the runs it lost.
-                automation_id = existing[0].id
-            else:
-                client.update_automation(existing[0].id, automation)
-                automation_id = existing[0].id
-            found.append(client.read_automation(automation_id))
+        return upsert_automations(client, (zombie, unstarted, retry))
+
+
+def upsert_automations(client: Any, automations: Iterable[Any]) -> list[Any]:
+    """Each automation created, or updated when it differs from the one of its name on the server, or left alone
+    when it is the same (extra copies of a name deleted); returns them as the server has them. Left alone, not
+    updated: an update resets the trigger's open windows, so a runner restarted right after a worker died (what a
+    supervisor does) would otherwise erase the countdown of the runs it lost, and a waiting run its deadline."""
+    found = []
+    for automation in automations:
+        existing = client.read_automations_by_name(automation.name)
+        for extra in existing[1:]:
+            client.delete_automation(extra.id)
+        if not existing:
+            automation_id = client.create_automation(automation)
+        elif _same(existing[0], automation):
+            automation_id = existing[0].id
+        else:
+            client.update_automation(existing[0].id, automation)
+            automation_id = existing[0].id
+        found.append(client.read_automation(automation_id))
     return found
 
 

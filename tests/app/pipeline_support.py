@@ -3,6 +3,7 @@ checked clean after each test, and production as an earlier release left it."""
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +18,24 @@ from flows.targets.settings import TargetSettings
 from prefect_harness import Served, create_run
 from prefect_micro_agents.testing import ScriptedModel
 
-__all__ = ["call", "deploy_prod", "local_settings", "start"]
+__all__ = ["DEPLOYMENT", "call", "deploy_prod", "local_settings", "serve_pipeline", "start"]
+
+DEPLOYMENT = "deploy-pipeline/local"
 
 
 def call(intent: str, **args: str) -> dict[str, Any]:
     return {"call": {"intent": intent, **args}}
+
+
+def serve_pipeline(http: httpx.Client, folder: Path, **env: str) -> Iterator[Served]:
+    """For a module fixture: the pipeline served (`python -m flows.serve`) with no cron (a suite running across 02:00
+    UTC would get a nightly run) and no trigger (runs are created directly); `env`: variables to add."""
+    base = {k: v for k, v in os.environ.items() if k != "AGENT_MODEL"}
+    s = Served("flows.serve", {**base, **env}, http, DEPLOYMENT, folder / "serve.log",
+               args=("--no-schedule", "--no-trigger"))
+    s.deployment_id = s.start()  # type: ignore[attr-defined]
+    yield s
+    s.stop()
 
 
 def local_settings(tmp_path: Path, sample: SampleAppManifest) -> Iterator[TargetSettings]:

@@ -6,7 +6,6 @@ Only the model is scripted. One served process for the whole module; every test 
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 import time
 from collections.abc import Iterator
@@ -22,13 +21,12 @@ from flows.sample_app import SampleAppManifest, create_sample_app
 from flows.targets import LocalTargets
 from flows.targets.httpget import http_get
 from flows.targets.settings import TargetSettings
-from pipeline_support import call, deploy_prod, local_settings, start
+from pipeline_support import call, deploy_prod, local_settings, serve_pipeline, start
 from prefect_harness import Served, flow_state, lines, next_pause, run_logs, wait_engine_exit, wait_state
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-DEPLOYMENT = "deploy-pipeline/local"
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +37,7 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> SampleAppManifest:
 @pytest.fixture(scope="module")
 def served(prefect_server: LocalPrefectServer, http: httpx.Client,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    env = {k: v for k, v in os.environ.items() if k != "AGENT_MODEL"}
-    # No cron (a suite running across 02:00 UTC would get a nightly run) and no trigger: runs are created directly.
-    s = Served("flows.serve", env, http, DEPLOYMENT, tmp_path_factory.mktemp("serve") / "serve.log",
-               args=("--no-schedule", "--no-trigger"))
-    s.deployment_id = s.start()  # type: ignore[attr-defined]
-    yield s
-    s.stop()
+    yield from serve_pipeline(http, tmp_path_factory.mktemp("serve"))
 
 
 @pytest.fixture(scope="module")

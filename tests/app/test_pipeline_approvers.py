@@ -16,13 +16,12 @@ from prefect_micro_agents.testing import LocalPrefectServer, ScriptedModel
 from flows.sample_app import SampleAppManifest, create_sample_app
 from flows.targets import LocalTargets
 from flows.targets.settings import TargetSettings
-from pipeline_support import call, deploy_prod, local_settings, start
+from pipeline_support import call, deploy_prod, local_settings, serve_pipeline, start
 from prefect_harness import Served, flow_state, next_pause, wait_state
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-DEPLOYMENT = "deploy-pipeline/local"
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +33,8 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> SampleAppManifest:
 def served(prefect_server: LocalPrefectServer, http: httpx.Client,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """The pipeline served with the sample approvers file switched on, as the README says to."""
-    env = {**{k: v for k, v in os.environ.items() if k != "AGENT_MODEL"},
-           "AGENT_APPROVERS_FILE": str(ROOT / "deployments" / "approvers.toml")}
-    s = Served("flows.serve", env, http, DEPLOYMENT, tmp_path_factory.mktemp("serve") / "serve.log",
-               args=("--no-schedule", "--no-trigger"))
-    s.deployment_id = s.start()  # type: ignore[attr-defined]
-    yield s
-    s.stop()
+    yield from serve_pipeline(http, tmp_path_factory.mktemp("serve"),
+                              AGENT_APPROVERS_FILE=str(ROOT / "deployments" / "approvers.toml"))
 
 
 @pytest.fixture

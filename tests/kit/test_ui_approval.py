@@ -127,16 +127,18 @@ def printed_in(log: Path, text: str) -> str:
     return text.split("View at ", 1)[1]
 
 
-def test_reject_then_approve_in_the_prefect_ui(request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    # Checked before any fixture starts a server: a machine without the browser fails at once, and says why.
+def ui_fixtures(request: pytest.FixtureRequest) -> tuple[Browser, Screenshots, LocalPrefectServer, Served, httpx.Client]:
+    """The browser, screenshots, UI server, served gate flow and API client. The browser is checked before any
+    fixture starts a server: a machine without it fails at once, and says why."""
     problem = require_chromium()
     if problem:
         pytest.fail(f"the UI approval test needs a browser: {problem}", pytrace=False)
-    browser: Browser = request.getfixturevalue("browser")
-    shots: Screenshots = request.getfixturevalue("shots")
-    ui_server: LocalPrefectServer = request.getfixturevalue("ui_server")
-    served: Served = request.getfixturevalue("served")
-    http: httpx.Client = request.getfixturevalue("http")
+    return (request.getfixturevalue("browser"), request.getfixturevalue("shots"), request.getfixturevalue("ui_server"),
+            request.getfixturevalue("served"), request.getfixturevalue("http"))
+
+
+def test_reject_then_approve_in_the_prefect_ui(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    browser, shots, ui_server, served, http = ui_fixtures(request)
 
     started = time.monotonic()
     scripted = ScriptedModel(tmp_path / "scripted-model")
@@ -263,14 +265,7 @@ CORRECTED = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d"  # the receipt alice corr
 
 def test_approve_with_an_edit_and_a_quorum_of_two_in_the_prefect_ui(request: pytest.FixtureRequest,
                                                                      tmp_path: Path) -> None:
-    problem = require_chromium()
-    if problem:
-        pytest.fail(f"the UI approval test needs a browser: {problem}", pytrace=False)
-    browser: Browser = request.getfixturevalue("browser")
-    shots: Screenshots = request.getfixturevalue("shots")
-    ui_server: LocalPrefectServer = request.getfixturevalue("ui_server")
-    served: Served = request.getfixturevalue("served")
-    http: httpx.Client = request.getfixturevalue("http")
+    browser, shots, ui_server, served, http = ui_fixtures(request)
 
     (tmp_path / "approvers.toml").write_text(EDIT_AND_QUORUM)
     scripted = ScriptedModel(tmp_path / "scripted-model")
@@ -306,6 +301,7 @@ def test_approve_with_an_edit_and_a_quorum_of_two_in_the_prefect_ui(request: pyt
         assert second.field != field1 and second.may_approve == ("bob",)
         with shots.step(page, "quorum 2 - the edited call, approved by alice, waiting for bob"):
             dialog = ui.open(state="Suspended").resume_dialog()
+            assert "pay_expense" in dialog.proposal_heading()  # waits for the description to render
             assert dialog.root.get_by_text("approved by alice (1 of 2); 1 more needed from bob").first.is_visible()
             assert dialog.value("receipt (edit to change)") == CORRECTED
         with shots.step(page, "quorum 2 - bob approves the edited call"):
