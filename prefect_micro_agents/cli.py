@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"approved {_title(req)} (digest {req.proposal_digest[:12]})"
                           + (f" with edits {json.dumps(edits, sort_keys=True)}" if edits else "")
                           + (", signed" if args.sign else "")
-                          + f": flow run {args.run_id} resumes; the call runs once its approval policy is met")
+                          + f": flow run {args.run_id} resumes and runs the call once, when its approval policy "
+                            "is met (`show` says who else must approve)")
                 case "reject":
                     req = client.reject(args.run_id, args.who or getpass.getuser(), args.feedback, args.digest,
                                         args.sign)
