@@ -117,10 +117,16 @@ class ApprovalsClient:
             return None  # Prefect sets Suspended before it stores the form: not answerable yet
         field, digest = bound
         flow = self.request("GET", f"/flows/{run['flow_id']}").json().get("name", "")
+        from prefect_micro_agents.adapter.expiry import deadline_key  # no Prefect import: the CLI stays light
+
+        # The deadline the approval policy set (adapter/expiry.py), not Prefect's pause timeout, which under
+        # on_expiry=reject is later by a grace period.
+        recorded = self._input(run["id"], deadline_key(key))
+        expires = recorded["at"] if isinstance(recorded, dict) and recorded.get("at") else details.get("pause_timeout")
         return PendingRequest(run_id=run["id"], run_name=run.get("name", ""), flow_name=flow,
                               kind="approval" if key.startswith("approve-") else "question", key=key,
                               description=description, proposal_digest=digest, field=field,
-                              expires_at=details.get("pause_timeout"), may_approve=_approver_choices(schema),
+                              expires_at=expires, may_approve=_approver_choices(schema),
                               editable=_editable(schema), signable="signature" in (schema.get("properties") or {}),
                               signed_only="Required:" in str(
                                   ((schema.get("properties") or {}).get("signature") or {}).get("description", "")))

@@ -44,6 +44,7 @@ __all__ = [
     "Deadline",
     "announce",
     "deadline_for",
+    "deadline_key",
     "ensure_expiry_automations",
     "prefect_timeout",
     "unanswered",
@@ -71,7 +72,8 @@ class Deadline:
         return self.at.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _record_key(suspend_key: str) -> str:
+def deadline_key(suspend_key: str) -> str:
+    """The flow-run input holding the deadline of the wait under `suspend_key` (`microagents show` reads it)."""
     return f"microagents-deadline-{suspend_key}"
 
 
@@ -80,12 +82,12 @@ def deadline_for(suspend_key: str, expiry: Expiry, who: str) -> tuple[Deadline, 
     else the one recorded before (False)."""
     from prefect.input.actions import create_flow_run_input, read_flow_run_input
 
-    stored = read_flow_run_input(_record_key(suspend_key))
+    stored = read_flow_run_input(deadline_key(suspend_key))
     if isinstance(stored, dict):
         return Deadline(datetime.fromisoformat(stored["at"]), stored["on_expiry"], int(stored["timeout_s"]),
                         stored["who"]), False
     at = (datetime.now(UTC) + timedelta(seconds=expiry.timeout_s)).replace(microsecond=0)
-    create_flow_run_input(_record_key(suspend_key), {"at": at.isoformat(), "on_expiry": expiry.on_expiry,
+    create_flow_run_input(deadline_key(suspend_key), {"at": at.isoformat(), "on_expiry": expiry.on_expiry,
                                                      "timeout_s": expiry.timeout_s, "who": who})
     return Deadline(at, expiry.on_expiry, expiry.timeout_s, who), True
 

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from prefect_micro_agents.adapter.approvals import ApprovalsClient
 from prefect_micro_agents.adapter.store import ThreadStore
 from prefect_micro_agents.approval_policy import ApprovalPolicy, Approvers, load_approvers
 from prefect_micro_agents.errors import ConfigurationError
@@ -48,7 +49,8 @@ def state_history(http: httpx.Client, run: str) -> list[tuple[str, str]]:
 
 @pytest.mark.slow
 def test_reject_policy_records_the_expiry_in_the_thread_and_the_agent_goes_on(
-        prefect_server, http: httpx.Client, scripted: ScriptedModel, effects: Path, tmp_path: Path) -> None:  # noqa: ANN001
+        prefect_server, http: httpx.Client, scripted: ScriptedModel, effects: Path, tmp_path: Path,  # noqa: ANN001
+        approvals: ApprovalsClient) -> None:
     # No recoveries allowed: the expiry's restart must not be taken for a crash (recovery.begin_attempt would end the
     # run Failed; Prefect marks a run leaving Paused as resuming, so its run count stays 1).
     # A reminder is asked for, but no block is configured: none is created, and the log says so once.
@@ -59,6 +61,9 @@ def test_reject_policy_records_the_expiry_in_the_thread_and_the_agent_goes_on(
         run = start(served, http, scripted, effects)
         next_pause(http, run)
         asked = time.monotonic()
+        # `show` gives the policy's deadline (15 s), not Prefect's pause timeout (15 s plus a 60 s grace period)
+        left = (datetime.fromisoformat(str(approvals.show(run).expires_at)) - datetime.now(UTC)).total_seconds()
+        assert 0 < left <= 16, left
         wait_state(http, run, {"COMPLETED"}, timeout=120)  # raises at once if the run ends Failed
         assert time.monotonic() - asked >= 14  # not before the deadline
         wait_engine_exit(run)
