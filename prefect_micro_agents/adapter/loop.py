@@ -41,7 +41,7 @@ from prefect_micro_agents.adapter.forms import (
     edited_values,
 )
 from prefect_micro_agents.adapter.logredact import install_log_redaction
-from prefect_micro_agents.approval_policy import ApprovalPolicy, Expiry
+from prefect_micro_agents.approval_policy import ApprovalPolicy, Expiry, Tally
 from prefect_micro_agents.adapter.publish import artifact_key, publish_thread, request_markdown, thread_markdown
 from prefect_micro_agents.adapter.ledger import ExecutionLedger
 from prefect_micro_agents.adapter.store import ThreadStore
@@ -145,7 +145,7 @@ class _FlowRun:
             who = ", ".join(sorted(count.may_approve)) if count.may_approve is not None else count.policy.describe()
 
             def approval(expires: str | None) -> Any:
-                return approval_form(p.digest, _request(self.agent, thread, p, "approval.md.j2", expires, expiry),
+                return approval_form(p.digest, _request(self.agent, thread, p, "approval.md.j2", expires, expiry, count),
                                      expires, count.may_approve, count.excluded,
                                      argument_fields(tool, p.args, editable), sign, count.policy.signed,
                                      on_expiry=expiry.on_expiry)
@@ -230,10 +230,10 @@ def _expired(p: ProposalEvent, deadline: Deadline, what: str) -> ErrorEvent:
 
 
 def _request(agent: Agent, thread: Thread, p: ProposalEvent, template: str, expires: str | None,
-             expiry: Expiry) -> str:
+             expiry: Expiry, count: Tally | None = None) -> str:
+    """The form's description; `count`: the approval's tally, which the caller has already taken."""
     policy = None
-    if template == "approval.md.j2":
-        count = agent.tally(thread, p)
+    if count is not None:
         if count.policy != ApprovalPolicy() or count.ignored:  # the default policy needs no words
             policy = {"rule": count.policy.describe(), "quorum": count.policy.quorum, "status": count.status(),
                       "ignored": [why for _, why in count.ignored]}
